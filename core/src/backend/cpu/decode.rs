@@ -1,0 +1,114 @@
+//! CPU decode: dense (GEMM) and sparse (O(nnz · d_in) row gather).
+
+use super::gemm::{MatRef, sgemm};
+use super::{CpuBackend, par_rows};
+use crate::backend::{Denorm, SparseCodes, check_denorm, check_len};
+use crate::error::{Error, Result};
+use crate::sae::{Architecture, Sae};
+
+fn rescale(sae: &Sae) -> Option<&[f32]> {
+    match sae.config().architecture {
+        Architecture::TopK {
+            rescale_by_decoder_norm: true,
+            ..
+        } => Some(sae.decoder_norms()),
+        _ => None,
+    }
+}
+
+fn finish_rows(sae: &Sae, out: &mut [f32], denorm: &[Denorm]) {
+    if denorm.is_empty() {
+        return;
+    }
+    for (row, dn) in out.chunks_exact_mut(sae.d_in()).zip(denorm) {
+        row.iter_mut().for_each(|v| *v = *v * dn.scale + dn.shift);
+    }
+}
+
+pub(super) fn decode_dense(
+    cpu: &CpuBackend,
+    sae: &Sae,
+    f: &[f32],
+    denorm: &[Denorm],
+    out: &mut [f32],
+) -> Result<()> {
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    if f.len() % ds != 0 {
+        return Err(Error::invalid(format!(
+            "codes have {} values, not a multiple of d_sae = {ds}",
+            f.len()
+        )));
+    }
+    let n = f.len() / ds;
+    check_len("decode output", out.len(), n * d)?;
+    check_denorm(sae, denorm, n)?;
+    if let Some(v) = f.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!("codes contain a non-finite value {v}")));
+    }
+    let scaled;
+    let f = match rescale(sae) {
+        Some(norms) => {
+            scaled = f
+                .chunks_exact(ds)
+                .flat_map(|r| r.iter().zip(norms).map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n }))
+                .collect::<Vec<f32>>();
+            &scaled[..]
+        }
+        None => f,
+    };
+    let b = sae.weights().b_dec.as_slice();
+    for row in out.chunks_exact_mut(d) {
+        row.copy_from_slice(b);
+    }
+    let a = MatRef {
+        data: f,
+        rows: n,
+        cols: ds,
+        rs: ds,
+        cs: 1,
+    };
+    let w = MatRef {
+        data: sae.weights().w_dec.as_slice(),
+        rows: ds,
+        cols: d,
+        rs: d,
+        cs: 1,
+    };
+    sgemm(a, w, out, true, cpu.threads)?;
+    finish_rows(sae, out, denorm);
+    Ok(())
+}
+
+pub(super) fn decode_sparse(
+    cpu: &CpuBackend,
+    sae: &Sae,
+    codes: &SparseCodes,
+    out: &mut [f32],
+) -> Result<()> {
+    codes.validate(sae)?;
+    let d = sae.d_in();
+    let n = codes.n_rows();
+    check_len("decode output", out.len(), n * d)?;
+    check_denorm(sae, &codes.denorm, n)?;
+    let wd = sae.weights().w_dec.as_slice();
+    let b = sae.weights().b_dec.as_slice();
+    let norms = rescale(sae);
+    par_rows(out, d, cpu.threads, |first, rows| {
+        for (j, row) in rows.chunks_exact_mut(d).enumerate() {
+            row.copy_from_slice(b);
+            let (idx, val) = codes.row(first + j);
+            for (&i, &v) in idx.iter().zip(val) {
+                let i = i as usize;
+                let c = match norms {
+                    Some(nr) if v != 0.0 => v / nr[i],
+                    _ => v,
+                };
+                for (o, w) in row.iter_mut().zip(&wd[i * d..(i + 1) * d]) {
+                    *o += c * w;
+                }
+            }
+        }
+    });
+    finish_rows(sae, out, &codes.denorm);
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Compute backends. [`cpu::CpuBackend`] is complete; every backend gives the same
+//! results to float32 rounding.
+
+pub mod cpu;
+
+use crate::error::{Error, Result};
+use crate::sae::Sae;
+
+/// Per-row inverse of the input normalisation: `out = y * scale + shift`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Denorm {
+    /// Multiplier.
+    pub scale: f32,
+    /// Offset added after scaling.
+    pub shift: f32,
+}
+
+/// Sparse feature codes for a batch, in CSR form: row `r`'s active features are
+/// `indices[row_offsets[r]..row_offsets[r + 1]]`, ascending, with `values` alongside.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SparseCodes {
+    /// `n_rows + 1` offsets into `indices`/`values`.
+    pub row_offsets: Vec<usize>,
+    /// Feature indices.
+    pub indices: Vec<u32>,
+    /// Feature activations.
+    pub values: Vec<f32>,
+    /// Dictionary size the indices refer to.
+    pub d_sae: usize,
+    /// Per-row denormalisation (empty when the SAE does not normalise).
+    pub denorm: Vec<Denorm>,
+}
+
+impl SparseCodes {
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.row_offsets.len().saturating_sub(1)
+    }
+
+    /// Row `r` as (indices, values).
+    pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.row_offsets[r], self.row_offsets[r + 1]);
+        (&self.indices[a..b], &self.values[a..b])
+    }
+
+    /// Expand to a dense `[n_rows, d_sae]` matrix.
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.n_rows() * self.d_sae];
+        for r in 0..self.n_rows() {
+            let (idx, val) = self.row(r);
+            for (&i, &v) in idx.iter().zip(val) {
+                out[r * self.d_sae + i as usize] = v;
+            }
+        }
+        out
+    }
+
+    /// Check internal consistency against an SAE (offsets monotone, indices in range).
+    pub fn validate(&self, sae: &Sae) -> Result<()> {
+        if self.d_sae != sae.d_sae() {
+            return Err(Error::invalid(format!(
+                "codes are for d_sae = {}, the SAE has {}",
+                self.d_sae,
+                sae.d_sae()
+            )));
+        }
+        if self.row_offsets.first().copied().unwrap_or(0) != 0
+            || self.row_offsets.windows(2).any(|w| w[0] > w[1])
+            || self.row_offsets.last().copied().unwrap_or(0) != self.indices.len()
+            || self.indices.len() != self.values.len()
+        {
+            return Err(Error::invalid(
+                "sparse codes: row_offsets must start at 0, never decrease, and end at the number of indices (= number of values)",
+            ));
+        }
+        if let Some(&bad) = self.indices.iter().find(|&&i| i as usize >= self.d_sae) {
+            return Err(Error::invalid(format!(
+                "sparse codes: feature index {bad} >= d_sae {}",
+                self.d_sae
+            )));
+        }
+        if let Some(v) = self.values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!("sparse codes: non-finite value {v}")));
+        }
+        if !self.denorm.is_empty() && self.denorm.len() != self.n_rows() {
+            return Err(Error::invalid("sparse codes: denorm must be empty or one per row"));
+        }
+        Ok(())
+    }
+}
+
+/// Operations every backend implements.
+pub trait Backend: Send + Sync {
+    /// Short name ("cpu", "wgpu").
+    fn name(&self) -> &'static str;
+
+    /// Dense encode of `x` (`[n_rows, d_in]` row-major) into `out` (`[n_rows, d_sae]`).
+    /// Returns the per-row denormalisation (empty when the SAE does not normalise).
+    fn encode(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<Vec<Denorm>>;
+
+    /// Sparse encode of `x`: only the nonzero features.
+    fn encode_sparse(&self, sae: &Sae, x: &[f32]) -> Result<SparseCodes>;
+
+    /// Dense decode of `f` (`[n_rows, d_sae]`) into `out` (`[n_rows, d_in]`).
+    /// `denorm` is what `encode` returned (empty for SAEs without normalisation).
+    fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()>;
+
+    /// Decode sparse codes in O(nnz · d_in) into `out` (`[n_rows, d_in]`).
+    fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()>;
+}
+
+/// Number of rows in `x`, checking it is a whole number of `d_in` rows of finite values.
+pub(crate) fn rows_of(sae: &Sae, x: &[f32]) -> Result<usize> {
+    let d = sae.d_in();
+    if x.len() % d != 0 {
+        return Err(Error::invalid(format!(
+            "input has {} values, not a multiple of d_in = {d}",
+            x.len()
+        )));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            row: i / d,
+            col: i % d,
+            value: x[i],
+        });
+    }
+    Ok(x.len() / d)
+}
+
+/// Check an output buffer length.
+pub(crate) fn check_len(what: &str, got: usize, need: usize) -> Result<()> {
+    if got != need {
+        return Err(Error::invalid(format!(
+            "{what} has {got} elements, expected {need}"
+        )));
+    }
+    Ok(())
+}
+
+/// Check `denorm` against the SAE's normalisation and the batch size.
+pub(crate) fn check_denorm(sae: &Sae, denorm: &[Denorm], n_rows: usize) -> Result<()> {
+    use crate::sae::Normalization;
+    match (sae.config().normalization, denorm.len()) {
+        (Normalization::None, 0) => Ok(()),
+        (Normalization::None, _) => Err(Error::invalid(
+            "denormalisation given for an SAE that does not normalise its input",
+        )),
+        (_, n) if n == n_rows => Ok(()),
+        (norm, n) => Err(Error::invalid(format!(
+            "this SAE normalises its input ({norm:?}); decode needs the {n_rows} per-row statistics returned by encode, got {n}"
+        ))),
+    }
+}

@@ -1,0 +1,39 @@
+//! # saeplug
+//!
+//! Sparse autoencoders (SAEs) as activation plugins for inference engines:
+//! memory-map an SAE written by SAELens, Gemma Scope or sparsify, encode
+//! residual-stream activations into sparse features, edit them, decode.
+//!
+//! ```
+//! use saeplug::{Backend, CpuBackend, Sae};
+//! # fn main() -> saeplug::Result<()> {
+//! // A small random SAE saved as a SAELens folder, then mapped back.
+//! let dir = std::env::temp_dir().join(format!("saeplug-doc-{}", std::process::id()));
+//! saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 7)?.save_saelens(&dir)?;
+//! let sae = Sae::open(&dir)?;
+//! assert!(sae.copied_tensors().is_empty()); // zero-copy
+//!
+//! let x = vec![0.5f32; 2 * sae.d_in()];      // two tokens
+//! let cpu = CpuBackend::default();
+//! let codes = cpu.encode_sparse(&sae, &x)?;  // CSR: indices + values
+//! let mut recon = vec![0.0; x.len()];
+//! cpu.decode_sparse(&sae, &codes, &mut recon)?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+mod error;
+pub mod format;
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
+mod sae;
+pub mod synthetic;
+pub mod weights;
+
+pub use backend::cpu::CpuBackend;
+pub use backend::{Backend, Denorm, SparseCodes};
+pub use error::{Error, ErrorKind, Result};
+pub use sae::{
+    Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder,
+};

@@ -1,0 +1,289 @@
+//! `saeplug_ctx`: a compute context (backend choice) and the encode/decode calls.
+
+use saeplug::{Backend, CpuBackend, SparseCodes};
+
+use crate::error::{FfiError, saeplug_status};
+use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out};
+use crate::sae::saeplug_sae;
+
+/// Backend choice for `saeplug_ctx_new`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug)]
+pub enum saeplug_backend {
+    /// The best available backend (currently the CPU).
+    Auto = 0,
+    /// Multi-threaded CPU.
+    Cpu = 1,
+    /// GPU through wgpu (not built into this version: UNSUPPORTED).
+    Gpu = 2,
+}
+
+/// A compute context: a backend and its workspaces. Owned by the caller of
+/// `saeplug_ctx_new`; free with `saeplug_ctx_free`. Use from one thread at a
+/// time (create one context per thread); SAE handles may be shared.
+pub struct saeplug_ctx {
+    backend: CpuBackend,
+}
+
+/// Create a context.
+///
+/// Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
+/// the CPU backend (0 = all cores); `out` receives the handle.
+/// Returns: OK; INVALID_ARGUMENT for an unknown backend; UNSUPPORTED for a backend
+/// not built in. Memory: on success `*out` owns a new handle, freed with
+/// `saeplug_ctx_free`. Thread safety: any thread.
+///
+/// # Safety
+/// `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_new(
+    backend: u32,
+    threads: u32,
+    out: *mut *mut saeplug_ctx,
+) -> saeplug_status {
+    ffi_boundary! {
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        let backend = match backend {
+            0 | 1 => CpuBackend::new(threads as usize),
+            2 => {
+                return Err(FfiError::new(
+                    saeplug_status::Unsupported,
+                    "the GPU backend is not built into this library",
+                ))
+            }
+            b => return Err(FfiError::invalid(format!("unknown backend {b}"))),
+        };
+        let h = Box::into_raw(Box::new(saeplug_ctx { backend }));
+        // SAFETY: `out` is non-null and writable per the caller contract.
+        unsafe { *out = h };
+        Ok(())
+    }
+}
+
+/// Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.
+///
+/// # Safety
+/// `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_free(ctx: *mut saeplug_ctx) {
+    if ctx.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `ctx` came from Box::into_raw in saeplug_ctx_new and is freed once.
+        drop(unsafe { Box::from_raw(ctx) });
+    });
+}
+
+/// Dense encode: `out[n_rows, d_sae] = encode(x[n_rows, d_in])`.
+///
+/// Parameters: `x`/`x_len` input activations row-major (`x_len == n_rows * d_in`);
+/// `out`/`out_len` output features (`out_len == n_rows * d_sae`).
+/// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths), MISALIGNED, NON_FINITE
+/// (NaN/inf in `x`). On failure `out` may have been partly written.
+/// Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
+/// at a time; `sae` may be shared.
+///
+/// # Safety
+/// Handles must be NULL or live; buffers must hold their stated lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_encode(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    x: *const f32,
+    x_len: usize,
+    n_rows: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        let (ctx, sae, x, out) = unsafe {
+            (
+                borrow_mut(ctx, "ctx")?,
+                &borrow(sae, "sae")?.sae,
+                slice_in(x, x_len, "x")?,
+                slice_out(out, out_len, "out")?,
+            )
+        };
+        check_shape("x", x.len(), n_rows, sae.d_in())?;
+        check_shape("out", out.len(), n_rows, sae.d_sae())?;
+        ctx.backend.encode(sae, x, out)?;
+        Ok(())
+    }
+}
+
+/// Sparse encode into caller buffers in CSR form: row r's features are
+/// `indices[row_offsets[r] .. row_offsets[r+1]]` (ascending) with `values` alongside.
+///
+/// Parameters: `x`/`x_len` as for `saeplug_ctx_encode`; `row_offsets` has
+/// `n_rows + 1` entries; `indices` and `values` have `capacity` entries each;
+/// `out_nnz` receives the number of nonzeros.
+/// Returns: OK; BUFFER_TOO_SMALL when the nonzeros exceed `capacity` (the needed
+/// capacity is written to `*out_nnz`, nothing else); other errors as for encode.
+/// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
+///
+/// # Safety
+/// Handles must be NULL or live; buffers must hold their stated lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    x: *const f32,
+    x_len: usize,
+    n_rows: usize,
+    row_offsets: *mut usize,
+    indices: *mut u32,
+    values: *mut f32,
+    capacity: usize,
+    out_nnz: *mut usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        let (ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
+            (
+                borrow_mut(ctx, "ctx")?,
+                &borrow(sae, "sae")?.sae,
+                slice_in(x, x_len, "x")?,
+                slice_out(row_offsets, n_rows.saturating_add(1), "row_offsets")?,
+                slice_out(indices, capacity, "indices")?,
+                slice_out(values, capacity, "values")?,
+                borrow_mut(out_nnz, "out_nnz")?,
+            )
+        };
+        check_shape("x", x.len(), n_rows, sae.d_in())?;
+        let codes = ctx.backend.encode_sparse(sae, x)?;
+        let nnz = codes.indices.len();
+        if nnz > capacity {
+            *nnz_out = nnz;
+            return Err(FfiError::new(
+                saeplug_status::BufferTooSmall,
+                format!("sparse codes need capacity {nnz}, got {capacity}"),
+            ));
+        }
+        offs.copy_from_slice(&codes.row_offsets);
+        idx[..nnz].copy_from_slice(&codes.indices);
+        val[..nnz].copy_from_slice(&codes.values);
+        *nnz_out = nnz;
+        Ok(())
+    }
+}
+
+/// Dense decode: `out[n_rows, d_in] = f[n_rows, d_sae] W_dec + b_dec`.
+///
+/// SAEs that normalise their input (layer_norm, constant_norm_rescale) need the
+/// per-row statistics of the encode: use `saeplug_ctx_reconstruct` for them
+/// (this call returns INVALID_ARGUMENT).
+/// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes), MISALIGNED.
+/// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
+///
+/// # Safety
+/// Handles must be NULL or live; buffers must hold their stated lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_decode(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    f: *const f32,
+    f_len: usize,
+    n_rows: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        let (ctx, sae, f, out) = unsafe {
+            (
+                borrow_mut(ctx, "ctx")?,
+                &borrow(sae, "sae")?.sae,
+                slice_in(f, f_len, "f")?,
+                slice_out(out, out_len, "out")?,
+            )
+        };
+        check_shape("f", f.len(), n_rows, sae.d_sae())?;
+        check_shape("out", out.len(), n_rows, sae.d_in())?;
+        ctx.backend.decode(sae, f, &[], out)?;
+        Ok(())
+    }
+}
+
+/// Sparse decode of CSR codes (as written by `saeplug_ctx_encode_sparse`) in
+/// O(nnz * d_in). `nnz` is the length of `indices` and `values`;
+/// `row_offsets` has `n_rows + 1` entries. Normalising SAEs: see `saeplug_ctx_decode`.
+/// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (offsets, indices >= d_sae,
+/// lengths, non-finite values), MISALIGNED.
+/// Thread safety: as for `saeplug_ctx_encode`.
+///
+/// # Safety
+/// Handles must be NULL or live; buffers must hold their stated lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    row_offsets: *const usize,
+    indices: *const u32,
+    values: *const f32,
+    nnz: usize,
+    n_rows: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        let (ctx, sae, offs, idx, val, out) = unsafe {
+            (
+                borrow_mut(ctx, "ctx")?,
+                &borrow(sae, "sae")?.sae,
+                slice_in(row_offsets, n_rows.saturating_add(1), "row_offsets")?,
+                slice_in(indices, nnz, "indices")?,
+                slice_in(values, nnz, "values")?,
+                slice_out(out, out_len, "out")?,
+            )
+        };
+        check_shape("out", out.len(), n_rows, sae.d_in())?;
+        let codes = SparseCodes {
+            row_offsets: offs.to_vec(),
+            indices: idx.to_vec(),
+            values: val.to_vec(),
+            d_sae: sae.d_sae(),
+            denorm: Vec::new(),
+        };
+        ctx.backend.decode_sparse(sae, &codes, out)?;
+        Ok(())
+    }
+}
+
+/// Reconstruction `out = decode(encode(x))`, with the SAE's normalisation undone
+/// per row. Lengths: `x_len == out_len == n_rows * d_in`.
+/// Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
+///
+/// # Safety
+/// Handles must be NULL or live; buffers must hold their stated lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_reconstruct(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    x: *const f32,
+    x_len: usize,
+    n_rows: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        let (ctx, sae, x, out) = unsafe {
+            (
+                borrow_mut(ctx, "ctx")?,
+                &borrow(sae, "sae")?.sae,
+                slice_in(x, x_len, "x")?,
+                slice_out(out, out_len, "out")?,
+            )
+        };
+        check_shape("x", x.len(), n_rows, sae.d_in())?;
+        check_shape("out", out.len(), n_rows, sae.d_in())?;
+        let codes = ctx.backend.encode_sparse(sae, x)?;
+        ctx.backend.decode_sparse(sae, &codes, out)?;
+        Ok(())
+    }
+}

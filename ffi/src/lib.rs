@@ -1,0 +1,28 @@
+//! C ABI of saeplug. The only `extern "C"` code of the project; `include/saeplug.h`
+//! is generated from this crate by cbindgen and checked in.
+#![allow(non_camel_case_types, reason = "C type names follow the header's snake_case")]
+
+#[macro_use]
+mod boundary;
+mod ctx;
+mod error;
+mod handle;
+mod sae;
+
+pub use ctx::*;
+pub use error::*;
+pub use sae::*;
+
+/// ABI major version: hosts must refuse a library whose major differs.
+pub const ABI_VERSION_MAJOR: u32 = 0;
+/// ABI minor version: additions only.
+pub const ABI_VERSION_MINOR: u32 = 1;
+
+/// The library's ABI version as `(major << 16) | minor`.
+///
+/// Compare `saeplug_abi_version() >> 16` with `SAEPLUG_ABI_VERSION_MAJOR`.
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn saeplug_abi_version() -> u32 {
+    (ABI_VERSION_MAJOR << 16) | ABI_VERSION_MINOR
+}
