@@ -1,0 +1,87 @@
+//! Shared helpers for the cross-crate tests.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::PathBuf;
+
+use saeplug::weights::SafeTensors;
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `../shared/fixtures/saelens` beside the repository (or `$SAEPLUG_FIXTURES`).
+/// Panics (fails the test) when absent: fixtures are never skipped.
+pub fn saelens_fixtures() -> PathBuf {
+    let root = std::env::var_os("SAEPLUG_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures"));
+    let p = root.join("saelens");
+    assert!(
+        p.is_dir(),
+        "SAELens fixtures not found at {} (set SAEPLUG_FIXTURES)",
+        p.display()
+    );
+    p
+}
+
+/// The fixture cases present.
+pub fn fixture_cases() -> Vec<(String, PathBuf)> {
+    let mut v: Vec<_> = std::fs::read_dir(saelens_fixtures())
+        .expect("read fixtures dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "expected at least 5 fixture cases, found {}", v.len());
+    v
+}
+
+/// Fixture io tensors: x, feature_acts, recon (all f32, flattened).
+pub struct FixtureIo {
+    pub n: usize,
+    pub x: Vec<f32>,
+    pub feature_acts: Vec<f32>,
+    pub recon: Vec<f32>,
+}
+
+pub fn fixture_io(dir: &std::path::Path) -> FixtureIo {
+    let st = SafeTensors::open(&dir.join("io.safetensors")).expect("open io.safetensors");
+    let get = |n: &str| st.tensor(n).expect(n).as_slice().to_vec();
+    let n = st.tensors["x"].shape[0];
+    FixtureIo {
+        n,
+        x: get("x"),
+        feature_acts: get("feature_acts"),
+        recon: get("recon"),
+    }
+}
+
+/// Max |a - b|.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Max |a - b| against an f64 reference.
+pub fn max_abs_diff64(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// A fresh scratch directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("create scratch dir");
+    p
+}
