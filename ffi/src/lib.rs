@@ -14,9 +14,9 @@ pub use error::*;
 pub use sae::*;
 
 /// ABI major version: hosts must refuse a library whose major differs.
-pub const ABI_VERSION_MAJOR: u32 = 0;
+pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 0;
 /// ABI minor version: additions only.
-pub const ABI_VERSION_MINOR: u32 = 1;
+pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
 
 /// The library's ABI version as `(major << 16) | minor`.
 ///
@@ -24,5 +24,5 @@ pub const ABI_VERSION_MINOR: u32 = 1;
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_abi_version() -> u32 {
-    (ABI_VERSION_MAJOR << 16) | ABI_VERSION_MINOR
+    (SAEPLUG_ABI_VERSION_MAJOR << 16) | SAEPLUG_ABI_VERSION_MINOR
 }

@@ -15,7 +15,7 @@ pub struct saeplug_sae {
     pub(crate) sae: Arc<Sae>,
 }
 
-/// Architecture codes reported by `saeplug_sae_info`.
+/// Architecture codes reported by `saeplug_sae_get_info`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug)]
 pub enum saeplug_architecture {
@@ -29,7 +29,7 @@ pub enum saeplug_architecture {
     Topk = 3,
 }
 
-/// Normalisation codes reported by `saeplug_sae_info`.
+/// Normalisation codes reported by `saeplug_sae_get_info`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug)]
 pub enum saeplug_normalization {
@@ -41,7 +41,7 @@ pub enum saeplug_normalization {
     LayerNorm = 2,
 }
 
-/// Plain-data description of an SAE, filled by `saeplug_sae_info`.
+/// Plain-data description of an SAE, filled by `saeplug_sae_get_info`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct saeplug_sae_info {
@@ -121,7 +121,7 @@ pub unsafe extern "C" fn saeplug_sae_free(sae: *mut saeplug_sae) {
 /// # Safety
 /// `sae` must be NULL or a live handle; `out` NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn saeplug_sae_info(
+pub unsafe extern "C" fn saeplug_sae_get_info(
     sae: *const saeplug_sae,
     out: *mut saeplug_sae_info,
 ) -> saeplug_status {

@@ -53,9 +53,12 @@ fn index(file: &MappedFile) -> Result<BTreeMap<String, TensorInfo>> {
     let b = file.bytes();
     let bad = |m: &str| Error::format(path, format!("npz/zip: {m}"));
     let trunc = || bad("structure runs past the end of the file: truncated or corrupt");
+    if b.len() < 22 {
+        return Err(bad("file is too short to be a zip archive: truncated?"));
+    }
     // End of central directory: 22 bytes + comment, within the last 64 KiB.
     let lo = b.len().saturating_sub(22 + 65535);
-    let eocd = (lo..=b.len().saturating_sub(22))
+    let eocd = (lo..=b.len() - 22)
         .rev()
         .find(|&i| b[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
         .ok_or_else(|| bad("no end-of-central-directory record: not a zip archive, or truncated"))?;
