@@ -59,7 +59,9 @@ fn header_lying_about_sizes() {
     // A shape that does not match its data_offsets span.
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
     let h = String::from_utf8(b[8..8 + n].to_vec()).unwrap();
-    let h2 = h.replacen("[64,256]", "[65,256]", 1).replacen("[64, 256]", "[65, 256]", 1);
+    let h2 = h
+        .replacen("[64,256]", "[65,256]", 1)
+        .replacen("[64, 256]", "[65, 256]", 1);
     assert_ne!(h, h2, "fixture header format changed");
     b.splice(8..8 + n, h2.bytes());
     std::fs::write(st_file(&d), &b).unwrap();
@@ -115,7 +117,11 @@ fn wrong_shapes_missing_tensors_unknown_arch() {
     let mut t = std_tensors();
     t[1].1 = vec![8, 16];
     write_saelens(&d, cfg("standard", ""), &t);
-    expect(&d, ErrorKind::Shape, "'W_dec' has shape [8, 16], expected [16, 8]");
+    expect(
+        &d,
+        ErrorKind::Shape,
+        "'W_dec' has shape [8, 16], expected [16, 8]",
+    );
 
     let d = root.join("missing");
     write_saelens(&d, cfg("standard", ""), &std_tensors()[..3]);
@@ -142,18 +148,30 @@ fn wrong_shapes_missing_tensors_unknown_arch() {
     expect(&d, ErrorKind::Unsupported, "transcoder");
 
     let d = root.join("bad_cfg");
-    write_saelens(&d, serde_json_lite::Cfg("{\"d_in\": 8,".into()), &std_tensors());
+    write_saelens(
+        &d,
+        serde_json_lite::Cfg("{\"d_in\": 8,".into()),
+        &std_tensors(),
+    );
     expect(&d, ErrorKind::Format, "not valid JSON");
 
     let d = root.join("no_d_sae");
-    write_saelens(&d, serde_json_lite::Cfg("{\"d_in\": 8}".into()), &std_tensors());
+    write_saelens(
+        &d,
+        serde_json_lite::Cfg("{\"d_in\": 8}".into()),
+        &std_tensors(),
+    );
     expect(&d, ErrorKind::Format, "'d_sae'");
 
     let d = root.join("empty_dir");
     std::fs::create_dir_all(&d).unwrap();
     expect(&d, ErrorKind::Format, "no SAE found");
 
-    expect(&root.join("does_not_exist"), ErrorKind::Io, "does_not_exist");
+    expect(
+        &root.join("does_not_exist"),
+        ErrorKind::Io,
+        "does_not_exist",
+    );
 }
 
 #[test]
@@ -200,7 +218,10 @@ fn npz_errors() {
         }
         std::fs::write(&t, &c).unwrap();
         let r = std::panic::catch_unwind(|| Sae::open(&t).map(|_| ()));
-        assert!(r.is_ok(), "Sae::open panicked on corrupt npz (iteration {i})");
+        assert!(
+            r.is_ok(),
+            "Sae::open panicked on corrupt npz (iteration {i})"
+        );
     }
 }
 
@@ -249,15 +270,22 @@ fn bad_compute_arguments() {
     assert_eq!(e.kind(), ErrorKind::NonFinite);
     assert!(e.to_string().contains("row 0, column 3"), "{e}");
     x[3] = f32::INFINITY;
-    assert_eq!(cpu.encode_sparse(&sae, &x).unwrap_err().kind(), ErrorKind::NonFinite);
+    assert_eq!(
+        cpu.encode_sparse(&sae, &x).unwrap_err().kind(),
+        ErrorKind::NonFinite
+    );
     // Wrong lengths.
     let e = cpu.encode(&sae, &[0.0; 7], &mut out).unwrap_err();
     assert!(e.to_string().contains("not a multiple of d_in = 8"), "{e}");
     let e = cpu.encode(&sae, &[0.0; 8], &mut [0.0; 15]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    let e = cpu.decode(&sae, &[0.0; 16], &[], &mut [0.0; 9]).unwrap_err();
+    let e = cpu
+        .decode(&sae, &[0.0; 16], &[], &mut [0.0; 9])
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    let e = cpu.decode(&sae, &[f32::NAN; 16], &[], &mut [0.0; 8]).unwrap_err();
+    let e = cpu
+        .decode(&sae, &[f32::NAN; 16], &[], &mut [0.0; 8])
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     // Sparse codes out of range / inconsistent.
     let mut codes = cpu.encode_sparse(&sae, &[0.3; 8]).unwrap();

@@ -10,7 +10,9 @@ use common::*;
 use saeplug::weights::SafeTensors;
 
 fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -27,7 +29,8 @@ fn ffi_libs() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"));
     let release = !cfg!(debug_assertions);
     let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    c.current_dir(repo_root()).args(["build", "-q", "-p", "saeplug-ffi"]);
+    c.current_dir(repo_root())
+        .args(["build", "-q", "-p", "saeplug-ffi"]);
     if release {
         c.arg("--release");
     }
@@ -90,14 +93,24 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
     let asan = compile(
         &out,
         "basic_asan",
-        &["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"],
+        &[
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ],
         std::slice::from_ref(&a),
     );
     for case in ["standard", "topk", "gated", "jumprelu"] {
         let args = fixture_args(case, &out);
         for exe in [&stat, &shared, &asan] {
-            let o = run(Command::new(exe).args(&args).env("ASAN_OPTIONS", "detect_leaks=1"));
-            assert!(o.contains("all checks passed"), "{case} {}: {o}", exe.display());
+            let o = run(Command::new(exe)
+                .args(&args)
+                .env("ASAN_OPTIONS", "detect_leaks=1"));
+            assert!(
+                o.contains("all checks passed"),
+                "{case} {}: {o}",
+                exe.display()
+            );
         }
     }
     // valgrind on the shared-library build: no invalid reads/writes, no definite leaks.
@@ -107,7 +120,10 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
         eprintln!("valgrind not installed; SAEPLUG_ALLOW_NO_VALGRIND set, skipping that part");
         return;
     }
-    assert!(have_valgrind, "valgrind is required (apt-get install valgrind), or set SAEPLUG_ALLOW_NO_VALGRIND=1");
+    assert!(
+        have_valgrind,
+        "valgrind is required (apt-get install valgrind), or set SAEPLUG_ALLOW_NO_VALGRIND=1"
+    );
     let o = run(Command::new("valgrind")
         .args([
             "--error-exitcode=99",
@@ -130,11 +146,22 @@ fn header_compiles_as_c99_and_cpp17_and_twice() {
         "#include \"saeplug.h\"\n#include \"saeplug.h\"\nint main(void) { return (int)SAEPLUG_STATUS_OK; }\n",
     )
     .unwrap();
-    run(Command::new("gcc").args(WARN).arg(&inc).args(["-fsyntax-only"]).arg(&src));
+    run(Command::new("gcc")
+        .args(WARN)
+        .arg(&inc)
+        .args(["-fsyntax-only"])
+        .arg(&src));
     let cpp = out.join("twice.cc");
     std::fs::copy(&src, &cpp).unwrap();
     run(Command::new("g++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
         .arg(&inc)
         .arg(&cpp));
 }

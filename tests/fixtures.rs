@@ -12,7 +12,10 @@ fn cpu_dense_matches_saelens() {
     let cpu = CpuBackend::default();
     for (name, dir) in fixture_cases() {
         let sae = Sae::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(sae.copied_tensors().is_empty(), "{name}: f32 fixture should map zero-copy");
+        assert!(
+            sae.copied_tensors().is_empty(),
+            "{name}: f32 fixture should map zero-copy"
+        );
         let io = fixture_io(&dir);
         let mut f = vec![0.0; io.n * sae.d_sae()];
         let dn = cpu.encode(&sae, &io.x, &mut f).unwrap();
@@ -45,7 +48,10 @@ fn cpu_sparse_matches_saelens() {
         assert!(e <= TOL, "{name}: sparse recon err {e}");
         if name == "topk" {
             for r in 0..io.n {
-                assert!(codes.row(r).0.len() <= 16, "topk row {r} has more than k features");
+                assert!(
+                    codes.row(r).0.len() <= 16,
+                    "topk row {r} has more than k features"
+                );
             }
         }
     }

@@ -64,7 +64,10 @@ fn numpy_written_formats_match_numpy_f64() {
         assert!(max_abs_diff(&r2, &want_r) <= 1e-4, "{name}: sparse recon");
         let e = max_abs_diff64(&r, &saeplug::reference::reconstruct(&sae, &x));
         assert!(e <= 1e-4, "{name}: reference recon err {e}");
-        assert!(f.iter().any(|v| *v != 0.0), "{name}: no feature fired, test is vacuous");
+        assert!(
+            f.iter().any(|v| *v != 0.0),
+            "{name}: no feature fired, test is vacuous"
+        );
 
         let c = sae.config();
         match c.format {

@@ -1,1 +1,255 @@
-fn main() {}
+//! `saeplug`: inspect, encode, demo and bench.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use saeplug::steer::{Edit, apply_edits, feature_activation};
+use saeplug::synthetic::{random_sae, sparse_data};
+use saeplug::weights::{SafeTensors, read_npy, write_npy, write_safetensors};
+use saeplug::{Architecture, Backend, CpuBackend, Error, Result, Sae};
+
+mod bench;
+
+const USAGE: &str = "saeplug: sparse autoencoders as activation plugins
+
+usage:
+  saeplug demo                      build a small SAE, save it, map it, encode and steer
+  saeplug inspect PATH              describe an SAE (SAELens / Gemma Scope / sparsify)
+  saeplug encode PATH --input X.(safetensors|npy) [--tensor NAME] --output OUT.(safetensors|npy)
+                                    encode activations [n, d_in]; .safetensors output holds
+                                    feature_acts and recon, .npy output holds feature_acts
+  saeplug bench encode [--d-in N] [--d-sae N] [--batch N] [--iters N] [--no-peer]
+                                    CPU encode throughput vs PyTorch on the same machine
+  saeplug bench open [--mb N]       time to open (map) a large SAE file
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("saeplug: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--name value` lookup.
+pub(crate) fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+pub(crate) fn opt_usize(args: &[String], name: &str, default: usize) -> Result<usize> {
+    match opt(args, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("{name} expects a number, got '{v}'"))),
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        None | Some("demo") => demo(),
+        Some("inspect") => inspect(args.get(1).ok_or_else(|| usage("inspect needs PATH"))?),
+        Some("encode") => encode(args),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h") | Some("--help") | Some("help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(usage(&format!("unknown command '{other}'"))),
+    }
+}
+
+pub(crate) fn usage_err(msg: &str) -> Error {
+    usage(msg)
+}
+
+fn usage(msg: &str) -> Error {
+    Error::InvalidArgument(format!("{msg}\n\n{USAGE}"))
+}
+
+fn inspect(path: &str) -> Result<()> {
+    let t = Instant::now();
+    let sae = Sae::open(path)?;
+    let dt = t.elapsed();
+    let c = sae.config();
+    println!("path:          {path}");
+    println!("format:        {:?}", c.format);
+    println!("architecture:  {:?}", c.architecture);
+    println!("d_in:          {}", c.d_in);
+    println!("d_sae:         {}", c.d_sae);
+    println!("normalization: {:?}", c.normalization);
+    println!("apply_b_dec_to_input: {}", c.apply_b_dec_to_input);
+    println!("hook:          {}", c.hook_name.as_deref().unwrap_or("-"));
+    let copied = sae.copied_tensors();
+    if copied.is_empty() {
+        println!("zero-copy:     yes (all tensors borrowed from the file map)");
+    } else {
+        println!(
+            "zero-copy:     no; converted/copied once: {}",
+            copied.join(", ")
+        );
+    }
+    println!("opened in:     {:.3} ms", dt.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn read_input(path: &Path, tensor: Option<&str>) -> Result<(Vec<f32>, Vec<usize>)> {
+    let t = if path.extension().is_some_and(|e| e == "npy") {
+        read_npy(path)?
+    } else {
+        let st = SafeTensors::open(path)?;
+        let name = match tensor {
+            Some(n) => n.to_string(),
+            None if st.tensors.len() == 1 => st.tensors.keys().next().cloned().unwrap_or_default(),
+            None if st.tensors.contains_key("x") => "x".into(),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} holds several tensors ({}); choose one with --tensor",
+                    path.display(),
+                    st.tensors.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        st.tensor(&name)?
+    };
+    Ok((t.as_slice().to_vec(), t.shape().to_vec()))
+}
+
+fn encode(args: &[String]) -> Result<()> {
+    let path = args.get(1).ok_or_else(|| usage("encode needs PATH"))?;
+    let input = PathBuf::from(opt(args, "--input").ok_or_else(|| usage("encode needs --input"))?);
+    let output =
+        PathBuf::from(opt(args, "--output").ok_or_else(|| usage("encode needs --output"))?);
+    let sae = Sae::open(path)?;
+    let (x, shape) = read_input(&input, opt(args, "--tensor"))?;
+    if shape.last() != Some(&sae.d_in()) {
+        return Err(Error::InvalidArgument(format!(
+            "input shape {shape:?}: last dimension must be d_in = {}",
+            sae.d_in()
+        )));
+    }
+    let n = x.len() / sae.d_in();
+    let cpu = CpuBackend::default();
+    let t = Instant::now();
+    let mut f = vec![0.0; n * sae.d_sae()];
+    let dn = cpu.encode(&sae, &x, &mut f)?;
+    let mut recon = vec![0.0; x.len()];
+    cpu.decode(&sae, &f, &dn, &mut recon)?;
+    let dt = t.elapsed();
+    let l0 = f.iter().filter(|v| **v != 0.0).count() as f64 / n.max(1) as f64;
+    if output.extension().is_some_and(|e| e == "npy") {
+        write_npy(&output, &[n, sae.d_sae()], &f)?;
+    } else {
+        write_safetensors(
+            &output,
+            &[
+                ("feature_acts", &[n, sae.d_sae()], &f),
+                ("recon", &[n, sae.d_in()], &recon),
+            ],
+            &BTreeMap::new(),
+        )?;
+    }
+    println!(
+        "encoded {n} rows in {:.3} ms: mean L0 {l0:.1}, FVU {:.4} -> {}",
+        dt.as_secs_f64() * 1e3,
+        fvu(&x, &recon, sae.d_in()),
+        output.display()
+    );
+    Ok(())
+}
+
+/// Fraction of variance unexplained: sum ||x - x̂||² / sum ||x - mean(x)||².
+pub(crate) fn fvu(x: &[f32], recon: &[f32], d: usize) -> f64 {
+    let n = x.len() / d.max(1);
+    if n == 0 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f64; d];
+    for row in x.chunks_exact(d) {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, v)| *m += *v as f64 / n as f64);
+    }
+    let err: f64 = x
+        .iter()
+        .zip(recon)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let var: f64 = x
+        .chunks_exact(d)
+        .flat_map(|r| r.iter().zip(&mean).map(|(a, m)| (*a as f64 - m).powi(2)))
+        .sum();
+    err / var.max(f64::MIN_POSITIVE)
+}
+
+fn demo() -> Result<()> {
+    let (d_in, d_sae, n) = (256, 1024, 32);
+    let dir = std::env::temp_dir().join(format!("saeplug-demo-{}", std::process::id()));
+    println!("saeplug demo: a {d_in} x {d_sae} JumpReLU SAE, {n} tokens\n");
+    random_sae(d_in, d_sae, Architecture::JumpRelu, 42)?.save_saelens(&dir)?;
+    println!("1. saved a SAELens folder: {}", dir.display());
+    let t = Instant::now();
+    let sae = Sae::open(&dir)?;
+    println!(
+        "2. mapped it in {:.3} ms; zero-copy: {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        sae.copied_tensors().is_empty()
+    );
+    let x = sparse_data(&sae, n, 4, 0.02, 7);
+    let cpu = CpuBackend::default();
+    let codes = cpu.encode_sparse(&sae, &x)?;
+    let mut recon = vec![0.0; x.len()];
+    cpu.decode_sparse(&sae, &codes, &mut recon)?;
+    println!(
+        "3. encoded: mean L0 {:.1} of {d_sae}, reconstruction FVU {:.4}",
+        codes.indices.len() as f64 / n as f64,
+        fvu(&x, &recon, d_in)
+    );
+    let (idx, val) = codes.row(0);
+    let mut top: Vec<(u32, f32)> = idx.iter().copied().zip(val.iter().copied()).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = top
+        .iter()
+        .take(5)
+        .map(|(i, v)| format!("#{i}={v:.3}"))
+        .collect();
+    println!("4. token 0's top features: {}", shown.join(" "));
+    let (feat, before) = top
+        .first()
+        .map(|&(i, v)| (i as usize, v))
+        .unwrap_or((0, 0.0));
+    let target = 2.0 * before + 1.0;
+    let mut steered = x.clone();
+    apply_edits(
+        &sae,
+        &mut steered,
+        &[Edit::Clamp {
+            feature: feat,
+            value: target,
+        }],
+        Some(&[0]),
+    )?;
+    let after = feature_activation(&sae, &steered[..d_in], feat)?;
+    let moved: f32 = steered[d_in..]
+        .iter()
+        .zip(&x[d_in..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    println!(
+        "5. steered token 0: clamp feature #{feat} {before:.3} -> {target:.3}; re-encoded: {after:.3}; other tokens moved by {moved}"
+    );
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::Io {
+        path: dir.clone(),
+        source: e,
+    })?;
+    println!("\nok");
+    Ok(())
+}

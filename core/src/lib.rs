@@ -28,12 +28,11 @@ pub mod format;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;
+pub mod steer;
 pub mod synthetic;
 pub mod weights;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::{Backend, Denorm, SparseCodes};
 pub use error::{Error, ErrorKind, Result};
-pub use sae::{
-    Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder,
-};
+pub use sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};

@@ -74,11 +74,16 @@ pub fn encode_row(sae: &Sae, x: &[f32]) -> (Vec<f64>, (f64, f64)) {
             }
         }
         Architecture::Gated => {
-            let (rm, bm) = (w.r_mag.as_ref().expect("r_mag"), w.b_mag.as_ref().expect("b_mag"));
+            let (rm, bm) = (
+                w.r_mag.as_ref().expect("r_mag"),
+                w.b_mag.as_ref().expect("b_mag"),
+            );
             for (i, fi) in f.iter_mut().enumerate() {
                 let gate = dot(i) + b(&w.b_enc, i) > 0.0;
                 // x (W_enc ⊙ exp(r_mag)) + b_mag, column by column.
-                let mag = (0..d).map(|j| xc[j] * w_enc(sae, j, i) * b(rm, i).exp()).sum::<f64>()
+                let mag = (0..d)
+                    .map(|j| xc[j] * w_enc(sae, j, i) * b(rm, i).exp())
+                    .sum::<f64>()
                     + b(bm, i);
                 *fi = if gate { mag.max(0.0) } else { 0.0 };
             }
@@ -101,7 +106,9 @@ pub fn encode_row(sae: &Sae, x: &[f32]) -> (Vec<f64>, (f64, f64)) {
                         let r = grp * g..(grp + 1) * g;
                         let best = r
                             .clone()
-                            .max_by(|&a, &b2| p[a].max(0.0).total_cmp(&p[b2].max(0.0)).then(b2.cmp(&a)))
+                            .max_by(|&a, &b2| {
+                                p[a].max(0.0).total_cmp(&p[b2].max(0.0)).then(b2.cmp(&a))
+                            })
                             .expect("non-empty group");
                         f[best] = p[best].max(0.0);
                     }
@@ -115,7 +122,11 @@ pub fn encode_row(sae: &Sae, x: &[f32]) -> (Vec<f64>, (f64, f64)) {
                     let mut idx: Vec<usize> = (0..n).collect();
                     idx.sort_by(|&a, &b2| key(p[b2]).total_cmp(&key(p[a])).then(a.cmp(&b2)));
                     for &i in idx.iter().take(k) {
-                        f[i] = if order == TopKOrder::Signed { p[i] } else { p[i].max(0.0) };
+                        f[i] = if order == TopKOrder::Signed {
+                            p[i]
+                        } else {
+                            p[i].max(0.0)
+                        };
                     }
                 }
             }

@@ -307,7 +307,12 @@ impl Sae {
                 .w_dec
                 .as_slice()
                 .chunks_exact(self.cfg.d_in)
-                .map(|r| r.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32)
+                .map(|r| {
+                    r.iter()
+                        .map(|v| (*v as f64) * (*v as f64))
+                        .sum::<f64>()
+                        .sqrt() as f32
+                })
                 .collect()
         })
     }

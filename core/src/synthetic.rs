@@ -42,7 +42,8 @@ impl Rng {
 }
 
 /// A random SAE of the given architecture: decoder rows of unit norm, `W_enc` the
-/// decoder's transpose plus noise, small biases, positive thresholds.
+/// decoder's transpose (tied initialisation), encoder biases around -0.2 so that
+/// only well-aligned features fire, thresholds in [0.3, 0.5).
 pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u64) -> Result<Sae> {
     let mut rng = Rng::new(seed);
     let mut w_dec = rng.normal_vec(d_sae * d_in, 1.0);
@@ -53,19 +54,27 @@ pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u
     let mut w_enc = vec![0.0f32; d_in * d_sae];
     for i in 0..d_sae {
         for j in 0..d_in {
-            w_enc[j * d_sae + i] = w_dec[i * d_in + j] + (rng.normal() * 0.05) as f32;
+            w_enc[j * d_sae + i] = w_dec[i * d_in + j];
         }
     }
     let small = |rng: &mut Rng, n: usize| rng.normal_vec(n, 0.05);
-    let b_enc = small(&mut rng, d_sae);
+    let b_enc: Vec<f32> = small(&mut rng, d_sae).iter().map(|b| b - 0.2).collect();
     let b_dec = small(&mut rng, d_in);
     let (threshold, r_mag, b_mag) = match architecture {
         Architecture::JumpRelu => (
-            Some((0..d_sae).map(|_| (rng.uniform() * 0.1) as f32).collect()),
+            Some(
+                (0..d_sae)
+                    .map(|_| (0.3 + rng.uniform() * 0.2) as f32)
+                    .collect(),
+            ),
             None,
             None,
         ),
-        Architecture::Gated => (None, Some(small(&mut rng, d_sae)), Some(small(&mut rng, d_sae))),
+        Architecture::Gated => (
+            None,
+            Some(small(&mut rng, d_sae)),
+            Some(small(&mut rng, d_sae)),
+        ),
         _ => (None, None, None),
     };
     let vec_t = |name: &str, v: Option<Vec<f32>>| -> Result<Option<Tensor>> {

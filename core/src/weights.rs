@@ -367,7 +367,9 @@ fn parse_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     if n > avail {
         return Err(Error::format(
             path,
-            format!("safetensors header claims {n} bytes but only {avail} follow: truncated or corrupt"),
+            format!(
+                "safetensors header claims {n} bytes but only {avail} follow: truncated or corrupt"
+            ),
         ));
     }
     let n = n as usize;
@@ -607,4 +609,40 @@ pub(crate) fn parse_npy(
         shape,
         offset: offset + data_off,
     })
+}
+
+/// Read a standalone `.npy` file (f32, f16 or f64; C order) as an f32 tensor.
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let file = MappedFile::open(path)?;
+    let info = parse_npy(&file, "array", 0, file.bytes().len())?;
+    Tensor::from_file(&file, "array", &info)
+}
+
+/// Write an f32 array as a `.npy` file (version 1.0, C order), atomically.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let numel: usize = shape.iter().product();
+    if numel != data.len() {
+        return Err(Error::invalid(format!(
+            "shape {shape:?} needs {numel} elements, got {}",
+            data.len()
+        )));
+    }
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_s = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = Vec::with_capacity(10 + h.len() + 4 * numel);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    write_atomic(path, &out)
 }

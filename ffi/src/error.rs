@@ -125,7 +125,10 @@ impl FfiError {
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Self::new(saeplug_status::Panic, format!("internal error (panic): {what}"))
+        Self::new(
+            saeplug_status::Panic,
+            format!("internal error (panic): {what}"),
+        )
     }
 }
 

@@ -35,8 +35,12 @@ fn check_ptr<T>(p: *const T, n: usize, name: &str) -> Result<bool, FfiError> {
             format!("'{name}' is not aligned for its element type"),
         ));
     }
-    if n.checked_mul(size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
-        return Err(FfiError::invalid(format!("'{name}': length {n} is too large")));
+    if n.checked_mul(size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(FfiError::invalid(format!(
+            "'{name}': length {n} is too large"
+        )));
     }
     Ok(true)
 }
@@ -45,7 +49,11 @@ fn check_ptr<T>(p: *const T, n: usize, name: &str) -> Result<bool, FfiError> {
 ///
 /// # Safety
 /// When `n > 0`, `p` must point to `n` readable `T`s not mutated for `'a`.
-pub(crate) unsafe fn slice_in<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T], FfiError> {
+pub(crate) unsafe fn slice_in<'a, T>(
+    p: *const T,
+    n: usize,
+    name: &str,
+) -> Result<&'a [T], FfiError> {
     if !check_ptr(p, n, name)? {
         return Ok(&[]);
     }
@@ -57,7 +65,11 @@ pub(crate) unsafe fn slice_in<'a, T>(p: *const T, n: usize, name: &str) -> Resul
 ///
 /// # Safety
 /// When `n > 0`, `p` must point to `n` writable `T`s not aliased for `'a`.
-pub(crate) unsafe fn slice_out<'a, T>(p: *mut T, n: usize, name: &str) -> Result<&'a mut [T], FfiError> {
+pub(crate) unsafe fn slice_out<'a, T>(
+    p: *mut T,
+    n: usize,
+    name: &str,
+) -> Result<&'a mut [T], FfiError> {
     if !check_ptr(p, n, name)? {
         return Ok(&mut []);
     }
@@ -75,12 +87,20 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str, 
     }
     // SAFETY: non-null; the caller guarantees NUL termination and lifetime.
     unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
-        FfiError::new(saeplug_status::InvalidUtf8, format!("'{name}' is not valid UTF-8"))
+        FfiError::new(
+            saeplug_status::InvalidUtf8,
+            format!("'{name}' is not valid UTF-8"),
+        )
     })
 }
 
 /// Check `rows * width == len` for a caller buffer.
-pub(crate) fn check_shape(name: &str, len: usize, rows: usize, width: usize) -> Result<(), FfiError> {
+pub(crate) fn check_shape(
+    name: &str,
+    len: usize,
+    rows: usize,
+    width: usize,
+) -> Result<(), FfiError> {
     match rows.checked_mul(width) {
         Some(n) if n == len => Ok(()),
         _ => Err(FfiError::invalid(format!(

@@ -1,6 +1,9 @@
 //! C ABI of saeplug. The only `extern "C"` code of the project; `include/saeplug.h`
 //! is generated from this crate by cbindgen and checked in.
-#![allow(non_camel_case_types, reason = "C type names follow the header's snake_case")]
+#![allow(
+    non_camel_case_types,
+    reason = "C type names follow the header's snake_case"
+)]
 
 #[macro_use]
 mod boundary;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 #[test]
 fn header_has_not_drifted() {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let mut generated = Vec::new();
     cbindgen::Builder::new()
         .with_crate(&crate_dir)
@@ -29,8 +30,16 @@ fn header_has_not_drifted() {
 
 #[test]
 fn version_macros_match_the_library() {
-    let h = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include/saeplug.h"))
-        .expect("header");
-    assert!(h.contains(&format!("#define SAEPLUG_ABI_VERSION_MAJOR {}", saeplug_ffi::SAEPLUG_ABI_VERSION_MAJOR)));
-    assert!(h.contains(&format!("#define SAEPLUG_ABI_VERSION_MINOR {}", saeplug_ffi::SAEPLUG_ABI_VERSION_MINOR)));
+    let h = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include/saeplug.h"),
+    )
+    .expect("header");
+    assert!(h.contains(&format!(
+        "#define SAEPLUG_ABI_VERSION_MAJOR {}",
+        saeplug_ffi::SAEPLUG_ABI_VERSION_MAJOR
+    )));
+    assert!(h.contains(&format!(
+        "#define SAEPLUG_ABI_VERSION_MINOR {}",
+        saeplug_ffi::SAEPLUG_ABI_VERSION_MINOR
+    )));
 }

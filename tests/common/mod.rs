@@ -37,7 +37,11 @@ pub fn fixture_cases() -> Vec<(String, PathBuf)> {
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
     v.sort();
-    assert!(v.len() >= 5, "expected at least 5 fixture cases, found {}", v.len());
+    assert!(
+        v.len() >= 5,
+        "expected at least 5 fixture cases, found {}",
+        v.len()
+    );
     v
 }
 
@@ -64,7 +68,10 @@ pub fn fixture_io(dir: &std::path::Path) -> FixtureIo {
 /// Max |a - b|.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Max |a - b| against an f64 reference.

@@ -80,10 +80,14 @@ impl SparseCodes {
             )));
         }
         if let Some(v) = self.values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::invalid(format!("sparse codes: non-finite value {v}")));
+            return Err(Error::invalid(format!(
+                "sparse codes: non-finite value {v}"
+            )));
         }
         if !self.denorm.is_empty() && self.denorm.len() != self.n_rows() {
-            return Err(Error::invalid("sparse codes: denorm must be empty or one per row"));
+            return Err(Error::invalid(
+                "sparse codes: denorm must be empty or one per row",
+            ));
         }
         Ok(())
     }
@@ -112,7 +116,7 @@ pub trait Backend: Send + Sync {
 /// Number of rows in `x`, checking it is a whole number of `d_in` rows of finite values.
 pub(crate) fn rows_of(sae: &Sae, x: &[f32]) -> Result<usize> {
     let d = sae.d_in();
-    if x.len() % d != 0 {
+    if !x.len().is_multiple_of(d) {
         return Err(Error::invalid(format!(
             "input has {} values, not a multiple of d_in = {d}",
             x.len()

@@ -61,7 +61,9 @@ fn index(file: &MappedFile) -> Result<BTreeMap<String, TensorInfo>> {
     let eocd = (lo..=b.len() - 22)
         .rev()
         .find(|&i| b[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .ok_or_else(|| bad("no end-of-central-directory record: not a zip archive, or truncated"))?;
+        .ok_or_else(|| {
+            bad("no end-of-central-directory record: not a zip archive, or truncated")
+        })?;
     let mut entries = u16_at(b, eocd + 10).ok_or_else(trunc)?;
     let mut cd_off = u32_at(b, eocd + 16).ok_or_else(trunc)?;
     if (entries == 0xFFFF || cd_off == 0xFFFF_FFFF) && eocd >= 20 {

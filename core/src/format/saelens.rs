@@ -7,9 +7,7 @@ use serde_json::Value;
 use super::npz::Npz;
 use super::{get_usize, read_json};
 use crate::error::{Error, Result};
-use crate::sae::{
-    Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder,
-};
+use crate::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};
 use crate::weights::{SafeTensors, Tensor};
 
 fn is_v6(cfg: &Value) -> bool {
@@ -103,8 +101,12 @@ fn parse_architecture(cfg: &Value, path: &Path) -> Result<(Architecture, bool)> 
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         },
-        "transcoder" | "skip_transcoder" | "jumprelu_transcoder" | "jumprelu_skip_transcoder"
-        | "matching_pursuit" | "temporal" => {
+        "transcoder"
+        | "skip_transcoder"
+        | "jumprelu_transcoder"
+        | "jumprelu_skip_transcoder"
+        | "matching_pursuit"
+        | "temporal" => {
             return Err(Error::Unsupported(format!(
                 "{}: architecture '{arch}' is not supported yet",
                 path.display()
@@ -166,9 +168,16 @@ pub(super) fn open_saelens(dir: &Path) -> Result<Sae> {
                 .get("topk_threshold")
                 .and_then(Value::as_f64)
                 .ok_or_else(|| {
-                    Error::format(&cfg_path, "batchtopk SAE without a threshold tensor or 'topk_threshold'")
+                    Error::format(
+                        &cfg_path,
+                        "batchtopk SAE without a threshold tensor or 'topk_threshold'",
+                    )
                 })?;
-            threshold = Some(Tensor::owned("threshold", vec![d_sae], vec![t as f32; d_sae])?);
+            threshold = Some(Tensor::owned(
+                "threshold",
+                vec![d_sae],
+                vec![t as f32; d_sae],
+            )?);
         }
     }
     let w = SaeWeights {

@@ -15,11 +15,19 @@ pub(super) fn open(dir: &Path) -> Result<Sae> {
     let d_in = get_usize(&cfg, "d_in", &cfg_path)?;
     let k = get_usize(&cfg, "k", &cfg_path)?;
     let signed = cfg.get("signed").and_then(Value::as_bool).unwrap_or(false);
-    let order = match cfg.get("activation").and_then(Value::as_str).unwrap_or("topk") {
+    let order = match cfg
+        .get("activation")
+        .and_then(Value::as_str)
+        .unwrap_or("topk")
+    {
         "topk" if signed => TopKOrder::Signed,
         "topk" => TopKOrder::ReluThenTopK,
         "groupmax" => TopKOrder::GroupMax,
-        other => return Err(Error::UnknownArchitecture(format!("sparsify activation '{other}'"))),
+        other => {
+            return Err(Error::UnknownArchitecture(format!(
+                "sparsify activation '{other}'"
+            )));
+        }
     };
     let flag = |key: &str| cfg.get(key).and_then(Value::as_bool).unwrap_or(false);
     let st = SafeTensors::open(&dir.join("sae.safetensors"))?;

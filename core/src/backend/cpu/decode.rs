@@ -33,7 +33,7 @@ pub(super) fn decode_dense(
     out: &mut [f32],
 ) -> Result<()> {
     let (d, ds) = (sae.d_in(), sae.d_sae());
-    if f.len() % ds != 0 {
+    if !f.len().is_multiple_of(ds) {
         return Err(Error::invalid(format!(
             "codes have {} values, not a multiple of d_sae = {ds}",
             f.len()
@@ -43,14 +43,20 @@ pub(super) fn decode_dense(
     check_len("decode output", out.len(), n * d)?;
     check_denorm(sae, denorm, n)?;
     if let Some(v) = f.iter().find(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!("codes contain a non-finite value {v}")));
+        return Err(Error::invalid(format!(
+            "codes contain a non-finite value {v}"
+        )));
     }
     let scaled;
     let f = match rescale(sae) {
         Some(norms) => {
             scaled = f
                 .chunks_exact(ds)
-                .flat_map(|r| r.iter().zip(norms).map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n }))
+                .flat_map(|r| {
+                    r.iter()
+                        .zip(norms)
+                        .map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n })
+                })
                 .collect::<Vec<f32>>();
             &scaled[..]
         }

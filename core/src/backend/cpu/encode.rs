@@ -155,7 +155,11 @@ pub(crate) fn topk_row(row: &mut [f32], k: usize, order: TopKOrder, scratch: &mu
     scratch.extend(0..n as u32);
     let key = |i: &u32| -> f32 {
         let v = row[*i as usize];
-        if order == TopKOrder::Signed { v.abs() } else { v }
+        if order == TopKOrder::Signed {
+            v.abs()
+        } else {
+            v
+        }
     };
     // Descending by key; ties broken by the lower index first.
     scratch.select_nth_unstable_by(k - 1, |a, b| key(b).total_cmp(&key(a)).then(a.cmp(b)));
@@ -163,7 +167,11 @@ pub(crate) fn topk_row(row: &mut [f32], k: usize, order: TopKOrder, scratch: &mu
         .iter()
         .map(|&i| {
             let v = row[i as usize];
-            let v = if order == TopKOrder::TopKThenRelu { v.max(0.0) } else { v };
+            let v = if order == TopKOrder::TopKThenRelu {
+                v.max(0.0)
+            } else {
+                v
+            };
             (i, v)
         })
         .collect();

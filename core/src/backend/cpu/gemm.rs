@@ -17,9 +17,11 @@ impl MatRef<'_> {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
-        let last = (self.rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|a| (self.cols - 1).checked_mul(self.cs).and_then(|b| a.checked_add(b)));
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|a| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|b| a.checked_add(b))
+        });
         matches!(last, Some(l) if l < self.data.len())
             && self.rs <= isize::MAX as usize
             && self.cs <= isize::MAX as usize

@@ -2,7 +2,7 @@
 //! scoped threads.
 
 mod decode;
-mod encode;
+pub(crate) mod encode;
 pub(crate) mod gemm;
 
 use crate::backend::{Backend, Denorm, SparseCodes};

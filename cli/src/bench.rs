@@ -1,0 +1,138 @@
+//! `saeplug bench`: measured against a peer (PyTorch, else numpy) in the same run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use saeplug::synthetic::{Rng, random_sae};
+use saeplug::weights::write_npy;
+use saeplug::{Architecture, Backend, CpuBackend, Error, Result, Sae};
+
+use crate::{opt_usize, usage_err};
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("encode") => encode(args),
+        Some("open") => open(args),
+        _ => Err(usage_err("bench needs 'encode' or 'open'")),
+    }
+}
+
+fn bench_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("saeplug-bench-{name}-{}", std::process::id()))
+}
+
+fn make_sae(dir: &Path, d_in: usize, d_sae: usize) -> Result<()> {
+    eprintln!("writing a {d_in} x {d_sae} SAE to {} ...", dir.display());
+    random_sae(d_in, d_sae, Architecture::Standard, 1)?.save_saelens(dir)
+}
+
+fn open(args: &[String]) -> Result<()> {
+    let mb = opt_usize(args, "--mb", 300)?;
+    let d_in = 2304;
+    let d_sae = (mb << 20) / (8 * d_in);
+    let dir = bench_dir("open");
+    make_sae(&dir, d_in, d_sae)?;
+    let file = dir.join("sae_weights.safetensors");
+    let size = std::fs::metadata(&file)
+        .map_err(|e| Error::Io {
+            path: file.clone(),
+            source: e,
+        })?
+        .len();
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let sae = Sae::open(&dir)?;
+        best = best.min(t.elapsed().as_secs_f64());
+        assert_zero_copy(&sae)?;
+    }
+    let t = Instant::now();
+    let bytes = std::fs::read(&file).map_err(|e| Error::Io {
+        path: file.clone(),
+        source: e,
+    })?;
+    let read = t.elapsed().as_secs_f64();
+    println!(
+        "open: {:.1} MB SAE file mapped in {:.3} ms (best of 10); reading it with std::fs::read takes {:.1} ms (warm page cache) -> open is {:.0}x faster than a copy",
+        size as f64 / 1e6,
+        best * 1e3,
+        read * 1e3,
+        read / best
+    );
+    drop(bytes);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn assert_zero_copy(sae: &Sae) -> Result<()> {
+    if sae.copied_tensors().is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Backend(
+            "benchmark SAE was copied, not mapped".into(),
+        ))
+    }
+}
+
+fn encode(args: &[String]) -> Result<()> {
+    let d_in = opt_usize(args, "--d-in", 2304)?;
+    let d_sae = opt_usize(args, "--d-sae", 16384)?;
+    let batch = opt_usize(args, "--batch", 64)?;
+    let iters = opt_usize(args, "--iters", 20)?;
+    let dir = bench_dir("encode");
+    make_sae(&dir, d_in, d_sae)?;
+    let sae = Sae::open(&dir)?;
+    assert_zero_copy(&sae)?;
+    let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
+    let cpu = CpuBackend::default();
+    let mut out = vec![0.0f32; batch * d_sae];
+    for _ in 0..3 {
+        cpu.encode(&sae, &x, &mut out)?;
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        cpu.encode(&sae, &x, &mut out)?;
+    }
+    let ours = t.elapsed().as_secs_f64() / iters as f64;
+    let flop = 2.0 * (batch * d_in * d_sae) as f64;
+    let l0 = out.iter().filter(|v| **v > 0.0).count() as f64 / batch as f64;
+    println!(
+        "saeplug cpu ({} threads): encode d_in {d_in}, d_sae {d_sae}, batch {batch}: {:.2} ms/call, {:.0} rows/s, {:.1} GFLOP/s, L0 {l0:.0}",
+        cpu.threads(),
+        ours * 1e3,
+        batch as f64 / ours,
+        flop / ours / 1e9
+    );
+    if !args.iter().any(|a| a == "--no-peer") {
+        let xp = dir.join("x.npy");
+        write_npy(&xp, &[batch, d_in], &x)?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_encode.py");
+        let o = Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .arg(&xp)
+            .arg(iters.to_string())
+            .output()
+            .map_err(|e| Error::Backend(format!("cannot run python3 for the peer: {e}")))?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|_| {
+            Error::Backend(format!(
+                "peer failed: {}{}",
+                text,
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        })?;
+        let peer_s = v["seconds_per_call"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "peer {}: {:.2} ms/call, {:.1} GFLOP/s, L0 {:.0}",
+            v["peer"].as_str().unwrap_or("?"),
+            peer_s * 1e3,
+            flop / peer_s / 1e9,
+            v["l0"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!("ratio (peer time / saeplug time): {:.2}x", peer_s / ours);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Error-preserving feature edits (ALGORITHMS.md): `out = x + (f' - f) W_dec`.
+//! An edit touching feature `i` computes only `f_i` (O(d_in)) for standard,
+//! jumprelu and gated SAEs; top-k SAEs need the whole row's k-th value, so they
+//! encode that row.
+
+use crate::backend::Backend;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::encode::preprocess;
+use crate::error::{Error, Result};
+use crate::sae::{Architecture, EncLayout, Normalization, Sae};
+
+/// One edit of one feature (or a raw vector).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Edit {
+    /// `x += c * d_i`.
+    AddFeature {
+        /// Feature index.
+        feature: usize,
+        /// Coefficient.
+        coef: f32,
+    },
+    /// `x += (v - f_i(x)) d_i`.
+    Clamp {
+        /// Feature index.
+        feature: usize,
+        /// Target activation.
+        value: f32,
+    },
+    /// `x -= f_i(x) d_i`.
+    Ablate {
+        /// Feature index.
+        feature: usize,
+    },
+    /// `x += (s - 1) f_i(x) d_i`.
+    Scale {
+        /// Feature index.
+        feature: usize,
+        /// Factor.
+        factor: f32,
+    },
+    /// `x += c * v`.
+    AddVector {
+        /// Direction, length d_in.
+        vector: Vec<f32>,
+        /// Coefficient.
+        coef: f32,
+    },
+}
+
+/// Activation of the single feature `i` for one input row, computing only that
+/// feature for standard/jumprelu/gated SAEs.
+pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    if x.len() != d {
+        return Err(Error::invalid(format!(
+            "row has {} values, d_in is {d}",
+            x.len()
+        )));
+    }
+    if i >= ds {
+        return Err(Error::invalid(format!("feature {i} >= d_sae {ds}")));
+    }
+    let (xc, _) = preprocess(sae, x, 1)?;
+    let w = sae.weights();
+    let we = w.w_enc.as_slice();
+    let col: f32 = match sae.enc_layout {
+        EncLayout::InBySae => xc.iter().enumerate().map(|(j, v)| v * we[j * ds + i]).sum(),
+        EncLayout::SaeByIn => xc
+            .iter()
+            .zip(&we[i * d..(i + 1) * d])
+            .map(|(a, b)| a * b)
+            .sum(),
+    };
+    let b = w.b_enc.as_slice()[i];
+    Ok(match sae.config().architecture {
+        Architecture::Standard => (col + b).max(0.0),
+        Architecture::JumpRelu => {
+            let p = col + b;
+            let t = w.threshold.as_ref().map_or(0.0, |t| t.as_slice()[i]);
+            if p > t { p.max(0.0) } else { 0.0 }
+        }
+        Architecture::Gated => {
+            let e = sae.exp_r_mag()[i];
+            let bm = w.b_mag.as_ref().map_or(0.0, |t| t.as_slice()[i]);
+            if col + b > 0.0 {
+                (col * e + bm).max(0.0)
+            } else {
+                0.0
+            }
+        }
+        Architecture::TopK { .. } => {
+            // The k-th largest value decides membership: encode the whole row.
+            let mut row = vec![0.0f32; ds];
+            CpuBackend::new(1).encode(sae, x, &mut row)?;
+            row[i]
+        }
+    })
+}
+
+/// Apply `edits` in place to every row of `x` (`[n, d_in]`) selected by `rows`
+/// (`None` = all rows). Feature activations are read from the unedited row.
+pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>) -> Result<()> {
+    let d = sae.d_in();
+    if !x.len().is_multiple_of(d) {
+        return Err(Error::invalid(format!(
+            "input has {} values, not a multiple of d_in = {d}",
+            x.len()
+        )));
+    }
+    if sae.config().normalization != Normalization::None
+        && edits.iter().any(|e| !matches!(e, Edit::AddVector { .. }))
+    {
+        return Err(Error::Unsupported(
+            "feature edits on SAEs that normalise their input".into(),
+        ));
+    }
+    let n = x.len() / d;
+    for e in edits {
+        match e {
+            Edit::AddVector { vector, .. } if vector.len() != d => {
+                return Err(Error::invalid(format!(
+                    "steering vector has {} values, d_in is {d}",
+                    vector.len()
+                )));
+            }
+            Edit::AddFeature { feature, .. }
+            | Edit::Clamp { feature, .. }
+            | Edit::Ablate { feature }
+            | Edit::Scale { feature, .. }
+                if *feature >= sae.d_sae() =>
+            {
+                return Err(Error::invalid(format!(
+                    "feature {feature} >= d_sae {}",
+                    sae.d_sae()
+                )));
+            }
+            _ => {}
+        }
+    }
+    let all: Vec<usize>;
+    let rows = match rows {
+        Some(r) => r,
+        None => {
+            all = (0..n).collect();
+            &all
+        }
+    };
+    let wd = sae.weights().w_dec.as_slice();
+    for &r in rows {
+        if r >= n {
+            return Err(Error::invalid(format!("row {r} >= n_rows {n}")));
+        }
+        let row = &mut x[r * d..(r + 1) * d];
+        if let Some((c, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                row: r,
+                col: c,
+                value: *v,
+            });
+        }
+        let orig = row.to_vec();
+        for e in edits {
+            let (feature, delta) = match e {
+                Edit::AddVector { vector, coef } => {
+                    row.iter_mut().zip(vector).for_each(|(o, v)| *o += coef * v);
+                    continue;
+                }
+                Edit::AddFeature { feature, coef } => (*feature, *coef),
+                Edit::Clamp { feature, value } => {
+                    (*feature, value - feature_activation(sae, &orig, *feature)?)
+                }
+                Edit::Ablate { feature } => (*feature, -feature_activation(sae, &orig, *feature)?),
+                Edit::Scale { feature, factor } => (
+                    *feature,
+                    (factor - 1.0) * feature_activation(sae, &orig, *feature)?,
+                ),
+            };
+            if delta != 0.0 {
+                let di = &wd[feature * d..(feature + 1) * d];
+                row.iter_mut().zip(di).for_each(|(o, w)| *o += delta * w);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The `saeplug` binary: demo runs, inspect describes, encode writes what SAELens computes.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use saeplug::weights::{SafeTensors, read_npy};
+
+fn saeplug() -> Command {
+    let exe = repo_root().join(if cfg!(debug_assertions) {
+        "target/debug/saeplug"
+    } else {
+        "target/release/saeplug"
+    });
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(repo_root()).args(["build", "-q", "-p", "saeplug-cli"]);
+    if !cfg!(debug_assertions) {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building the CLI failed");
+    Command::new(exe)
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    let s = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{c:?}: {s}");
+    s
+}
+
+#[test]
+fn demo_runs_with_no_arguments() {
+    let out = ok(&mut saeplug());
+    assert!(out.contains("zero-copy: true"), "{out}");
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+}
+
+#[test]
+fn inspect_and_encode_a_fixture() {
+    let dir = saelens_fixtures().join("gated");
+    let out = ok(saeplug().arg("inspect").arg(&dir));
+    assert!(out.contains("Gated") && out.contains("d_sae:         256"), "{out}");
+    let io = fixture_io(&dir);
+    let scratch = scratch("cli");
+    let st_out = scratch.join("out.safetensors");
+    ok(saeplug()
+        .arg("encode")
+        .arg(&dir)
+        .arg("--input")
+        .arg(dir.join("io.safetensors"))
+        .args(["--tensor", "x", "--output"])
+        .arg(&st_out));
+    let st = SafeTensors::open(&st_out).unwrap();
+    let f = st.tensor("feature_acts").unwrap();
+    assert!(max_abs_diff(f.as_slice(), &io.feature_acts) <= 1e-4);
+    let r = st.tensor("recon").unwrap();
+    assert!(max_abs_diff(r.as_slice(), &io.recon) <= 1e-4);
+    // .npy in, .npy out.
+    let x_npy = scratch.join("x.npy");
+    saeplug::weights::write_npy(&x_npy, &[io.n, 64], &io.x).unwrap();
+    let npy_out = scratch.join("f.npy");
+    ok(saeplug().arg("encode").arg(&dir).arg("--input").arg(&x_npy).arg("--output").arg(&npy_out));
+    let f2 = read_npy(&npy_out).unwrap();
+    assert_eq!(f2.shape(), &[io.n, 256]);
+    assert!(max_abs_diff(f2.as_slice(), &io.feature_acts) <= 1e-4);
+    // Errors are reported, not panics.
+    let o = saeplug().arg("encode").arg(&dir).arg("--input").arg(&st_out).arg("--output").arg(&npy_out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tensor"));
+}
