@@ -14,7 +14,8 @@ fn saeplug() -> Command {
         "target/release/saeplug"
     });
     let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    c.current_dir(repo_root()).args(["build", "-q", "-p", "saeplug-cli"]);
+    c.current_dir(repo_root())
+        .args(["build", "-q", "-p", "saeplug-cli"]);
     if !cfg!(debug_assertions) {
         c.arg("--release");
     }
@@ -24,7 +25,11 @@ fn saeplug() -> Command {
 
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
-    let s = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let s = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "{c:?}: {s}");
     s
 }
@@ -40,7 +45,10 @@ fn demo_runs_with_no_arguments() {
 fn inspect_and_encode_a_fixture() {
     let dir = saelens_fixtures().join("gated");
     let out = ok(saeplug().arg("inspect").arg(&dir));
-    assert!(out.contains("Gated") && out.contains("d_sae:         256"), "{out}");
+    assert!(
+        out.contains("Gated") && out.contains("d_sae:         256"),
+        "{out}"
+    );
     let io = fixture_io(&dir);
     let scratch = scratch("cli");
     let st_out = scratch.join("out.safetensors");
@@ -60,12 +68,26 @@ fn inspect_and_encode_a_fixture() {
     let x_npy = scratch.join("x.npy");
     saeplug::weights::write_npy(&x_npy, &[io.n, 64], &io.x).unwrap();
     let npy_out = scratch.join("f.npy");
-    ok(saeplug().arg("encode").arg(&dir).arg("--input").arg(&x_npy).arg("--output").arg(&npy_out));
+    ok(saeplug()
+        .arg("encode")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&x_npy)
+        .arg("--output")
+        .arg(&npy_out));
     let f2 = read_npy(&npy_out).unwrap();
     assert_eq!(f2.shape(), &[io.n, 256]);
     assert!(max_abs_diff(f2.as_slice(), &io.feature_acts) <= 1e-4);
     // Errors are reported, not panics.
-    let o = saeplug().arg("encode").arg(&dir).arg("--input").arg(&st_out).arg("--output").arg(&npy_out).output().unwrap();
+    let o = saeplug()
+        .arg("encode")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&st_out)
+        .arg("--output")
+        .arg(&npy_out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tensor"));
 }

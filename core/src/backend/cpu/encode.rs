@@ -1,6 +1,6 @@
 //! CPU encode: normalise, subtract b_dec, one GEMM, then each architecture's activation.
 
-use super::gemm::{MatRef, sgemm};
+use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
 use crate::backend::{Denorm, SparseCodes, check_len, rows_of};
 use crate::error::{Error, Result};
@@ -76,7 +76,7 @@ pub(crate) fn encoder_gemm(cpu: &CpuBackend, sae: &Sae, xc: &[f32], pre: &mut [f
         rs,
         cs,
     };
-    sgemm(a, b, pre, false, cpu.threads)
+    sgemm_col_blocks(a, b, pre, cpu.threads)
 }
 
 /// Turn one row of `xc @ W_enc` into dense activations, in place.

@@ -90,3 +90,109 @@ pub(crate) fn sgemm(
     }
     Ok(())
 }
+
+/// Batches up to this many rows use the streaming kernel [`axpy_block`]: at batch 1
+/// the product is bandwidth-bound and packing `b` for a GEMM only costs.
+const SMALL_M: usize = 4;
+
+/// `c[m, w] = a[m, k] @ b[k, w]` for `b` with unit column stride, as `k` row axpys:
+/// each row of `b` is streamed once and used for all `m` outputs.
+fn axpy_block(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) -> Result<()> {
+    let (m, k, w) = (a.rows, a.cols, b.cols);
+    if !a.fits() || !b.fits() || b.cs != 1 || c.len() != m * w || b.rows != k {
+        return Err(Error::invalid("internal GEMV shape mismatch"));
+    }
+    c.fill(0.0);
+    for i in 0..k {
+        let brow = &b.data[i * b.rs..i * b.rs + w];
+        for (r, crow) in c.chunks_exact_mut(w).enumerate() {
+            let s = a.data[r * a.rs + i * a.cs];
+            if s != 0.0 {
+                crow.iter_mut().zip(brow).for_each(|(o, v)| *o += s * v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Output columns per block in [`sgemm_col_blocks`].
+const COL_BLOCK: usize = 1024;
+
+/// `c[m, n] = a[m, k] @ b[k, n]` with the columns split into blocks of
+/// [`COL_BLOCK`], dealt round-robin to `threads` threads that each run a
+/// single-threaded GEMM into a private block buffer; the blocks are then gathered
+/// into row-major `c`. For short-and-wide products (a batch of tokens times an
+/// encoder) this measured ~1.7x faster than letting `gemm` parallelise itself
+/// (docs/PERFORMANCE.md).
+pub(crate) fn sgemm_col_blocks(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    threads: usize,
+) -> Result<()> {
+    let (m, n) = (a.rows, b.cols);
+    if threads <= 1 || n < 2 * COL_BLOCK || m == 0 {
+        return sgemm(a, b, c, false, threads);
+    }
+    if c.len() != m * n {
+        return Err(Error::invalid(format!(
+            "internal GEMM output has {} elements, expected {}",
+            c.len(),
+            m * n
+        )));
+    }
+    // Small batches stream `b` once: one contiguous column range per thread.
+    let small = m <= SMALL_M && b.cs == 1;
+    let cb = if small {
+        n.div_ceil(threads).next_multiple_of(16)
+    } else {
+        COL_BLOCK
+    };
+    let mut blocks = vec![0.0f32; m * n];
+    // Block j holds columns [j*cb, ..) as a dense row-major [m, w] matrix.
+    let mut per_thread: Vec<Vec<(usize, &mut [f32])>> = (0..threads).map(|_| Vec::new()).collect();
+    for (j, blk) in blocks.chunks_mut(m * cb).enumerate() {
+        per_thread[j % threads].push((j, blk));
+    }
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = per_thread
+            .into_iter()
+            .map(|list| {
+                s.spawn(move || -> Result<()> {
+                    for (j, blk) in list {
+                        let j0 = j * cb;
+                        let w = blk.len() / m;
+                        let sub = MatRef {
+                            data: b.data.get(j0 * b.cs..).unwrap_or(&[]),
+                            rows: b.rows,
+                            cols: w,
+                            rs: b.rs,
+                            cs: b.cs,
+                        };
+                        if small {
+                            axpy_block(a, sub, blk)?;
+                        } else {
+                            sgemm(a, sub, blk, false, 1)?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Backend("GEMM worker panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<()>>()?;
+    for (j, blk) in blocks.chunks(m * cb).enumerate() {
+        let (j0, w) = (j * cb, blk.len() / m);
+        for (r, src) in blk.chunks_exact(w).enumerate() {
+            c[r * n + j0..r * n + j0 + w].copy_from_slice(src);
+        }
+    }
+    Ok(())
+}
