@@ -1,0 +1,74 @@
+//! WGSL compute kernels of saeplug: one entry point per file, shared code from
+//! `wgsl/common/` prepended at compile time. The text validated by naga in
+//! `tests/naga.rs` is exactly the text the wgpu backend runs.
+
+/// One compute kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// File stem, Rust const name in lower case, and pipeline label.
+    pub name: &'static str,
+    /// Full WGSL source (common code + kernel).
+    pub source: &'static str,
+    /// Entry point name (always `main`).
+    pub entry: &'static str,
+    /// Workgroup size along x (mirrors the WGSL `WG_SIZE`).
+    pub wg_size: u32,
+}
+
+/// Workgroup size of every kernel (WGSL `const WG_SIZE: u32 = 256u;`).
+pub const WG_SIZE: u32 = 256;
+
+/// Output tile of the GEMM kernels: TILE_M rows x TILE_N columns per workgroup.
+pub const TILE_M: u32 = 64;
+/// See [`TILE_M`].
+pub const TILE_N: u32 = 64;
+
+macro_rules! kernel {
+    ($name:literal $(, $common:literal)*) => {
+        Kernel {
+            name: $name,
+            source: concat!(
+                include_str!("../wgsl/common/params.wgsl"),
+                $(include_str!(concat!("../wgsl/common/", $common, ".wgsl")),)*
+                include_str!(concat!("../wgsl/", $name, ".wgsl"))
+            ),
+            entry: "main",
+            wg_size: WG_SIZE,
+        }
+    };
+}
+
+/// Fused encoder GEMM + bias + ReLU (standard SAEs).
+pub const ENCODE_STANDARD: Kernel = kernel!("encode_standard", "gemm");
+/// Fused encoder GEMM + bias + JumpReLU.
+pub const ENCODE_JUMPRELU: Kernel = kernel!("encode_jumprelu", "gemm");
+/// Fused encoder GEMM + gate and magnitude paths (gated SAEs).
+pub const ENCODE_GATED: Kernel = kernel!("encode_gated", "gemm");
+/// Encoder GEMM + bias (+ decoder-norm rescale): top-k pre-activations.
+pub const ENCODE_PRE: Kernel = kernel!("encode_pre", "gemm");
+/// Per-row exact top-k selection (radix select on ordered keys), in place.
+pub const TOPK_SELECT: Kernel = kernel!("topk_select");
+/// Per-row group maximum (sparsify groupmax), in place.
+pub const GROUPMAX_SELECT: Kernel = kernel!("groupmax_select");
+/// Dense decode GEMM: `out (+)= f @ W_dec (+ b_dec)`.
+pub const DECODE_DENSE: Kernel = kernel!("decode_dense", "gemm");
+/// Sparse decode: gather rows of W_dec for active features.
+pub const DECODE_SPARSE: Kernel = kernel!("decode_sparse");
+/// Steering: per (row, edit) feature activation and the coefficient change.
+pub const STEER_DELTA: Kernel = kernel!("steer_delta");
+/// Steering: `x += sum_e delta[r, e] * d_{i_e} + mask * coef * v`, in place.
+pub const STEER_APPLY: Kernel = kernel!("steer_apply");
+
+/// Every kernel.
+pub const ALL: &[Kernel] = &[
+    ENCODE_STANDARD,
+    ENCODE_JUMPRELU,
+    ENCODE_GATED,
+    ENCODE_PRE,
+    TOPK_SELECT,
+    GROUPMAX_SELECT,
+    DECODE_DENSE,
+    DECODE_SPARSE,
+    STEER_DELTA,
+    STEER_APPLY,
+];
