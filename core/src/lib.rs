@@ -33,6 +33,8 @@ pub mod synthetic;
 pub mod weights;
 
 pub use backend::cpu::CpuBackend;
+#[cfg(feature = "gpu")]
+pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use backend::{Backend, Denorm, SparseCodes};
 pub use error::{Error, ErrorKind, Result};
 pub use sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};

@@ -84,6 +84,8 @@ impl Normalization {
     }
 }
 
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The file format an SAE was loaded from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -159,6 +161,7 @@ pub struct Sae {
     pub(crate) path: Option<PathBuf>,
     dec_norms: OnceLock<Vec<f32>>,
     exp_r_mag: OnceLock<Vec<f32>>,
+    id: u64,
 }
 
 impl Sae {
@@ -238,6 +241,7 @@ impl Sae {
             path,
             dec_norms: OnceLock::new(),
             exp_r_mag: OnceLock::new(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -248,6 +252,11 @@ impl Sae {
     /// [`Sae::check_unchanged`] to detect size/mtime changes.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         crate::format::open(path.as_ref())
+    }
+
+    /// A process-unique identity (backends key cached device copies by it).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Configuration.

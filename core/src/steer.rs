@@ -47,6 +47,76 @@ pub enum Edit {
     },
 }
 
+/// Check `x`, `edits` and `rows` against `sae`; returns the number of rows.
+/// Everything that can fail is checked here, before any row is modified.
+pub fn validate_edits(
+    sae: &Sae,
+    x: &[f32],
+    edits: &[Edit],
+    rows: Option<&[usize]>,
+) -> Result<usize> {
+    let d = sae.d_in();
+    let n = crate::backend::rows_of(sae, x)?;
+    if sae.config().normalization != Normalization::None
+        && edits.iter().any(|e| !matches!(e, Edit::AddVector { .. }))
+    {
+        return Err(Error::Unsupported(
+            "feature edits on SAEs that normalise their input".into(),
+        ));
+    }
+    for e in edits {
+        match e {
+            Edit::AddVector { vector, coef } => {
+                if vector.len() != d {
+                    return Err(Error::invalid(format!(
+                        "steering vector has {} values, d_in is {d}",
+                        vector.len()
+                    )));
+                }
+                if !coef.is_finite() || vector.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::invalid(
+                        "steering vector or coefficient is not finite",
+                    ));
+                }
+            }
+            Edit::AddFeature { feature, coef: v }
+            | Edit::Clamp { feature, value: v }
+            | Edit::Scale { feature, factor: v } => {
+                check_feature(sae, *feature)?;
+                if !v.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "edit of feature {feature}: value {v} is not finite"
+                    )));
+                }
+            }
+            Edit::Ablate { feature } => check_feature(sae, *feature)?,
+        }
+    }
+    if let Some(rs) = rows
+        && let Some(r) = rs.iter().find(|&&r| r >= n)
+    {
+        return Err(Error::invalid(format!("row {r} >= n_rows {n}")));
+    }
+    if let Some(rs) = rows {
+        let mut v = rs.to_vec();
+        v.sort_unstable();
+        if v.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::invalid("rows must not repeat"));
+        }
+    }
+    Ok(n)
+}
+
+fn check_feature(sae: &Sae, i: usize) -> Result<()> {
+    if i >= sae.d_sae() {
+        return Err(Error::invalid(format!(
+            "feature {i} >= d_sae {}",
+            sae.d_sae()
+        )));
+    }
+    Ok(())
+}
+
 /// Activation of the single feature `i` for one input row, computing only that
 /// feature for standard/jumprelu/gated SAEs.
 pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
@@ -101,42 +171,7 @@ pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
 /// (`None` = all rows). Feature activations are read from the unedited row.
 pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>) -> Result<()> {
     let d = sae.d_in();
-    if !x.len().is_multiple_of(d) {
-        return Err(Error::invalid(format!(
-            "input has {} values, not a multiple of d_in = {d}",
-            x.len()
-        )));
-    }
-    if sae.config().normalization != Normalization::None
-        && edits.iter().any(|e| !matches!(e, Edit::AddVector { .. }))
-    {
-        return Err(Error::Unsupported(
-            "feature edits on SAEs that normalise their input".into(),
-        ));
-    }
-    let n = x.len() / d;
-    for e in edits {
-        match e {
-            Edit::AddVector { vector, .. } if vector.len() != d => {
-                return Err(Error::invalid(format!(
-                    "steering vector has {} values, d_in is {d}",
-                    vector.len()
-                )));
-            }
-            Edit::AddFeature { feature, .. }
-            | Edit::Clamp { feature, .. }
-            | Edit::Ablate { feature }
-            | Edit::Scale { feature, .. }
-                if *feature >= sae.d_sae() =>
-            {
-                return Err(Error::invalid(format!(
-                    "feature {feature} >= d_sae {}",
-                    sae.d_sae()
-                )));
-            }
-            _ => {}
-        }
-    }
+    let n = validate_edits(sae, x, edits, rows)?;
     let all: Vec<usize>;
     let rows = match rows {
         Some(r) => r,
@@ -147,17 +182,7 @@ pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usiz
     };
     let wd = sae.weights().w_dec.as_slice();
     for &r in rows {
-        if r >= n {
-            return Err(Error::invalid(format!("row {r} >= n_rows {n}")));
-        }
         let row = &mut x[r * d..(r + 1) * d];
-        if let Some((c, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                row: r,
-                col: c,
-                value: *v,
-            });
-        }
         let orig = row.to_vec();
         for e in edits {
             let (feature, delta) = match e {

@@ -12,14 +12,23 @@ fn every_kernel_validates_and_emits_spirv() {
         let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", k.name, e.emit_to_string(k.source)));
-        assert_eq!(module.entry_points.len(), 1, "{}: one entry point per file", k.name);
+        assert_eq!(
+            module.entry_points.len(),
+            1,
+            "{}: one entry point per file",
+            k.name
+        );
         let ep = &module.entry_points[0];
         assert_eq!(ep.name, k.entry);
         assert_eq!(ep.workgroup_size, [k.wg_size, 1, 1], "{}", k.name);
         let spv = naga::back::spv::write_vec(&module, &info, &Default::default(), None)
             .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", k.name));
         assert_eq!(spv[0], 0x0723_0203, "{}: SPIR-V magic", k.name);
-        assert!(k.source.trim_start().starts_with("//"), "{}: starts with a comment block", k.name);
+        assert!(
+            k.source.trim_start().starts_with("//"),
+            "{}: starts with a comment block",
+            k.name
+        );
     }
 }
 

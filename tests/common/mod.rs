@@ -92,3 +92,27 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&p).expect("create scratch dir");
     p
 }
+
+/// The wgpu backend, or a failed test when there is no adapter — unless
+/// `SAEPLUG_ALLOW_NO_GPU=1`, in which case `None` (the caller returns, loudly).
+pub fn gpu_or_fail(opts: saeplug::WgpuOptions) -> Option<saeplug::WgpuBackend> {
+    match saeplug::WgpuBackend::new(opts) {
+        Ok(b) => {
+            let i = b.adapter_info();
+            eprintln!(
+                "wgpu adapter: {} ({:?}, {:?})",
+                i.name, i.device_type, i.backend
+            );
+            Some(b)
+        }
+        Err(e) if std::env::var("SAEPLUG_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+            eprintln!(
+                "NO GPU ADAPTER ({e}); SAEPLUG_ALLOW_NO_GPU=1 set, this GPU test checks nothing"
+            );
+            None
+        }
+        Err(e) => panic!(
+            "no GPU adapter: {e}\n(install mesa-vulkan-drivers libvulkan1, or set SAEPLUG_ALLOW_NO_GPU=1)"
+        ),
+    }
+}

@@ -2,9 +2,12 @@
 //! results to float32 rounding.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod wgpu;
 
 use crate::error::{Error, Result};
 use crate::sae::Sae;
+use crate::steer::Edit;
 
 /// Per-row inverse of the input normalisation: `out = y * scale + shift`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,6 +35,28 @@ pub struct SparseCodes {
 }
 
 impl SparseCodes {
+    /// Compress a dense `[n, d_sae]` matrix (zeros dropped).
+    pub fn from_dense(dense: &[f32], d_sae: usize, denorm: Vec<Denorm>) -> Self {
+        let n = dense.len().checked_div(d_sae).unwrap_or(0);
+        let mut codes = SparseCodes {
+            row_offsets: Vec::with_capacity(n + 1),
+            d_sae,
+            denorm,
+            ..Default::default()
+        };
+        codes.row_offsets.push(0);
+        for row in dense.chunks_exact(d_sae.max(1)) {
+            for (i, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    codes.indices.push(i as u32);
+                    codes.values.push(v);
+                }
+            }
+            codes.row_offsets.push(codes.indices.len());
+        }
+        codes
+    }
+
     /// Number of rows.
     pub fn n_rows(&self) -> usize {
         self.row_offsets.len().saturating_sub(1)
@@ -111,6 +136,18 @@ pub trait Backend: Send + Sync {
 
     /// Decode sparse codes in O(nnz · d_in) into `out` (`[n_rows, d_in]`).
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()>;
+
+    /// Apply error-preserving `edits` in place to the rows of `x` (`[n, d_in]`)
+    /// selected by `rows` (`None` = all): `x + (f' - f) W_dec` (+ vectors).
+    fn steer(&self, sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>)
+    -> Result<()>;
+}
+
+/// Apply per-row denormalisation in place (no-op when `denorm` is empty).
+pub(crate) fn apply_denorm(out: &mut [f32], d: usize, denorm: &[Denorm]) {
+    for (row, dn) in out.chunks_exact_mut(d).zip(denorm) {
+        row.iter_mut().for_each(|v| *v = *v * dn.scale + dn.shift);
+    }
 }
 
 /// Number of rows in `x`, checking it is a whole number of `d_in` rows of finite values.

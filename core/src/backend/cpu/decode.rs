@@ -2,7 +2,7 @@
 
 use super::gemm::{MatRef, sgemm};
 use super::{CpuBackend, par_rows};
-use crate::backend::{Denorm, SparseCodes, check_denorm, check_len};
+use crate::backend::{Denorm, SparseCodes, apply_denorm, check_denorm, check_len};
 use crate::error::{Error, Result};
 use crate::sae::{Architecture, Sae};
 
@@ -13,15 +13,6 @@ fn rescale(sae: &Sae) -> Option<&[f32]> {
             ..
         } => Some(sae.decoder_norms()),
         _ => None,
-    }
-}
-
-fn finish_rows(sae: &Sae, out: &mut [f32], denorm: &[Denorm]) {
-    if denorm.is_empty() {
-        return;
-    }
-    for (row, dn) in out.chunks_exact_mut(sae.d_in()).zip(denorm) {
-        row.iter_mut().for_each(|v| *v = *v * dn.scale + dn.shift);
     }
 }
 
@@ -81,7 +72,7 @@ pub(super) fn decode_dense(
         cs: 1,
     };
     sgemm(a, w, out, true, cpu.threads)?;
-    finish_rows(sae, out, denorm);
+    apply_denorm(out, d, denorm);
     Ok(())
 }
 
@@ -115,6 +106,6 @@ pub(super) fn decode_sparse(
             }
         }
     });
-    finish_rows(sae, out, &codes.denorm);
+    apply_denorm(out, d, &codes.denorm);
     Ok(())
 }

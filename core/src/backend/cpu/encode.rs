@@ -219,21 +219,5 @@ pub(super) fn encode_sparse(cpu: &CpuBackend, sae: &Sae, x: &[f32]) -> Result<Sp
     let n = rows_of(sae, x)?;
     let mut dense = vec![0.0f32; n * ds];
     let denorm = encode_dense(cpu, sae, x, &mut dense)?;
-    let mut codes = SparseCodes {
-        row_offsets: Vec::with_capacity(n + 1),
-        d_sae: ds,
-        denorm,
-        ..Default::default()
-    };
-    codes.row_offsets.push(0);
-    for row in dense.chunks_exact(ds) {
-        for (i, &v) in row.iter().enumerate() {
-            if v != 0.0 {
-                codes.indices.push(i as u32);
-                codes.values.push(v);
-            }
-        }
-        codes.row_offsets.push(codes.indices.len());
-    }
-    Ok(codes)
+    Ok(SparseCodes::from_dense(&dense, ds, denorm))
 }

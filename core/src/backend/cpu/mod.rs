@@ -8,6 +8,7 @@ pub(crate) mod gemm;
 use crate::backend::{Backend, Denorm, SparseCodes};
 use crate::error::Result;
 use crate::sae::Sae;
+use crate::steer::Edit;
 
 /// The CPU backend.
 #[derive(Clone, Debug)]
@@ -79,5 +80,15 @@ impl Backend for CpuBackend {
 
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()> {
         decode::decode_sparse(self, sae, codes, out)
+    }
+
+    fn steer(
+        &self,
+        sae: &Sae,
+        x: &mut [f32],
+        edits: &[Edit],
+        rows: Option<&[usize]>,
+    ) -> Result<()> {
+        crate::steer::apply_edits(sae, x, edits, rows)
     }
 }

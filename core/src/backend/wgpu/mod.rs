@@ -1,0 +1,407 @@
+//! The wgpu backend: the WGSL kernels of `saeplug-shaders` on any Vulkan adapter
+//! (a real GPU, or Mesa's lavapipe in CI). Weights are uploaded once per SAE and
+//! cached; pipelines are created once per kernel; every wgpu error is caught by an
+//! error scope or the uncaptured-error handler and returned as `Error::Backend`.
+
+mod dispatch;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use saeplug_shaders::Kernel;
+
+use crate::backend::cpu::encode::preprocess;
+use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, rows_of};
+use crate::error::{Error, Result};
+use crate::sae::{Architecture, EncLayout, Sae, TopKOrder};
+use crate::steer::Edit;
+
+/// The uniform every kernel binds at binding 0 (mirror of `common/params.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    n_rows: u32,
+    k_dim: u32,
+    n_cols: u32,
+    ld_out: u32,
+    col_offset: u32,
+    ld_lhs: u32,
+    lhs_offset: u32,
+    flags: u32,
+    k: u32,
+    lo: u32,
+    hi: u32,
+    mode: u32,
+    coef: f32,
+    _pad: [u32; 3],
+}
+
+/// Size of [`Params`] in bytes (checked against naga's layouter in the shader tests).
+pub const PARAMS_SIZE: usize = size_of::<Params>();
+
+/// How to choose and size the device.
+#[derive(Clone, Debug, Default)]
+pub struct WgpuOptions {
+    /// Only adapters whose name contains this (case-insensitive). Defaults to
+    /// `$SAEPLUG_ADAPTER`.
+    pub adapter_name: Option<String>,
+    /// Cap on the bytes of one weight chunk (tests use it to force chunking);
+    /// the adapter's `max_storage_buffer_binding_size` always applies.
+    pub max_chunk_bytes: Option<u64>,
+}
+
+/// Poll a future that native wgpu resolves without a reactor.
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// An SAE's weights on the device.
+pub(crate) struct GpuSae {
+    /// (first column, width, buffer `[d_in, width]`) chunks of W_enc.
+    enc: Vec<(usize, usize, wgpu::Buffer)>,
+    /// (first feature, rows, buffer `[rows, d_in]`) chunks of W_dec.
+    dec: Vec<(usize, usize, wgpu::Buffer)>,
+    b_enc: wgpu::Buffer,
+    /// threshold (jumprelu) | exp(r_mag) (gated) | decoder norms (top-k).
+    aux: wgpu::Buffer,
+    /// b_mag (gated), else a copy of `aux`'s shape.
+    aux2: wgpu::Buffer,
+    b_dec: wgpu::Buffer,
+    inv_norm: wgpu::Buffer,
+}
+
+/// The wgpu backend. `Send + Sync`: calls from several threads are serialised
+/// by wgpu's queue.
+pub struct WgpuBackend {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub(crate) max_chunk: u64,
+    pub(crate) max_groups: u32,
+    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    saes: Mutex<HashMap<u64, Arc<GpuSae>>>,
+    pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuBackend")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WgpuBackend {
+    /// Open the best Vulkan adapter (discrete > integrated > virtual > CPU, e.g.
+    /// lavapipe), or the one named by `opts.adapter_name` / `$SAEPLUG_ADAPTER`.
+    pub fn new(opts: WgpuOptions) -> Result<Self> {
+        let backends = wgpu::Backends::VULKAN;
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let want = opts
+            .adapter_name
+            .or_else(|| std::env::var("SAEPLUG_ADAPTER").ok())
+            .map(|s| s.to_lowercase());
+        let mut adapters = block_on(instance.enumerate_adapters(backends));
+        let seen: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        adapters.retain(|a| {
+            want.as_ref()
+                .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
+        });
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Cpu => 3,
+            wgpu::DeviceType::Other => 4,
+        };
+        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            Error::Backend(format!(
+                "no Vulkan adapter found{} (adapters seen: {:?}); on Debian install mesa-vulkan-drivers and libvulkan1 for lavapipe",
+                want.as_ref().map(|w| format!(" matching '{w}'")).unwrap_or_default(),
+                seen
+            ))
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("saeplug"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Backend(format!("request_device on '{}': {e}", info.name)))?;
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::default();
+        let slot = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&slot).get_or_insert_with(|| e.to_string());
+        }));
+        let mut max_chunk =
+            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if let Some(m) = opts.max_chunk_bytes {
+            max_chunk = max_chunk.min(m.max(4096));
+        }
+        Ok(WgpuBackend {
+            device,
+            queue,
+            info,
+            max_chunk,
+            max_groups: limits.max_compute_workgroups_per_dimension,
+            pipelines: Mutex::default(),
+            saes: Mutex::default(),
+            uncaptured,
+        })
+    }
+
+    /// The adapter in use.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Bytes of the largest weight chunk bound at once.
+    pub fn max_chunk_bytes(&self) -> u64 {
+        self.max_chunk
+    }
+
+    pub(crate) fn pipeline(&self, k: &Kernel) -> wgpu::ComputePipeline {
+        let mut p = lock(&self.pipelines);
+        p.entry(k.name)
+            .or_insert_with(|| {
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(k.name),
+                        source: wgpu::ShaderSource::Wgsl(k.source.into()),
+                    });
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(k.name),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(k.entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            })
+            .clone()
+    }
+
+    /// Upload `sae`'s weights once (cached by the SAE's identity).
+    pub(crate) fn gpu_sae(&self, sae: &Sae) -> Result<Arc<GpuSae>> {
+        if let Some(g) = lock(&self.saes).get(&sae.id()) {
+            return Ok(Arc::clone(g));
+        }
+        let g = Arc::new(self.scoped(|| self.upload(sae))?);
+        lock(&self.saes).insert(sae.id(), Arc::clone(&g));
+        Ok(g)
+    }
+
+    /// Forget the uploaded weights of `sae` (they are also freed with the backend).
+    pub fn evict(&self, sae: &Sae) {
+        lock(&self.saes).remove(&sae.id());
+    }
+
+    fn upload(&self, sae: &Sae) -> Result<GpuSae> {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let row_bytes = 4 * d as u64;
+        let width = ((self.max_chunk / row_bytes) as usize / 64 * 64).min(ds.next_multiple_of(64));
+        if width == 0 {
+            return Err(Error::Unsupported(format!(
+                "d_in = {d} is too large for this adapter's storage buffers ({} bytes)",
+                self.max_chunk
+            )));
+        }
+        let w = sae.weights();
+        let we = w.w_enc.as_slice();
+        let mut enc = Vec::new();
+        for c0 in (0..ds).step_by(width) {
+            let cw = width.min(ds - c0);
+            let mut chunk = Vec::with_capacity(d * cw);
+            for j in 0..d {
+                match sae.enc_layout {
+                    EncLayout::InBySae => {
+                        chunk.extend_from_slice(&we[j * ds + c0..j * ds + c0 + cw])
+                    }
+                    EncLayout::SaeByIn => chunk.extend((c0..c0 + cw).map(|i| we[i * d + j])),
+                }
+            }
+            enc.push((c0, cw, self.storage(&chunk, "W_enc chunk")));
+        }
+        let rows = (self.max_chunk / row_bytes) as usize;
+        let wd = w.w_dec.as_slice();
+        let dec = (0..ds)
+            .step_by(rows)
+            .map(|r0| {
+                let n = rows.min(ds - r0);
+                (
+                    r0,
+                    n,
+                    self.storage(&wd[r0 * d..(r0 + n) * d], "W_dec chunk"),
+                )
+            })
+            .collect();
+        let ones = vec![1.0f32; ds];
+        let norms = sae.decoder_norms();
+        let (aux, aux2): (Vec<f32>, Vec<f32>) = match sae.config().architecture {
+            Architecture::JumpRelu => (
+                w.threshold
+                    .as_ref()
+                    .map_or_else(Vec::new, |t| t.as_slice().to_vec()),
+                ones.clone(),
+            ),
+            Architecture::Gated => (
+                sae.exp_r_mag().to_vec(),
+                w.b_mag
+                    .as_ref()
+                    .map_or_else(Vec::new, |t| t.as_slice().to_vec()),
+            ),
+            _ => (norms.to_vec(), ones.clone()),
+        };
+        let inv: Vec<f32> = norms.iter().map(|n| 1.0 / n).collect();
+        Ok(GpuSae {
+            enc,
+            dec,
+            b_enc: self.storage(w.b_enc.as_slice(), "b_enc"),
+            aux: self.storage(&aux, "aux"),
+            aux2: self.storage(&aux2, "aux2"),
+            b_dec: self.storage(w.b_dec.as_slice(), "b_dec"),
+            inv_norm: self.storage(&inv, "inv_norm"),
+        })
+    }
+
+    /// Run `f` inside validation and out-of-memory error scopes; any wgpu error
+    /// (scoped or uncaptured) becomes `Error::Backend`.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let e1 = block_on(val.pop());
+        let e2 = block_on(oom.pop());
+        if let Some(e) = e1.or(e2) {
+            return Err(Error::Backend(format!("wgpu: {e}")));
+        }
+        if let Some(msg) = lock(&self.uncaptured).take() {
+            return Err(Error::Backend(format!("wgpu (uncaptured): {msg}")));
+        }
+        r
+    }
+
+    fn check_edits(&self, sae: &Sae, edits: &[Edit]) -> Result<()> {
+        if matches!(sae.config().architecture, Architecture::TopK { .. })
+            && edits
+                .iter()
+                .any(|e| !matches!(e, Edit::AddVector { .. } | Edit::AddFeature { .. }))
+        {
+            return Err(Error::Unsupported(
+                "GPU steering of top-k SAEs with clamp/ablate/scale (needs the row's k-th value); use the CPU backend".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn topk_mode(order: TopKOrder) -> u32 {
+    match order {
+        TopKOrder::TopKThenRelu => 0,
+        TopKOrder::ReluThenTopK => 1,
+        TopKOrder::Signed => 2,
+        TopKOrder::GroupMax => 3,
+    }
+}
+
+impl Backend for WgpuBackend {
+    fn name(&self) -> &'static str {
+        "wgpu"
+    }
+
+    fn encode(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<Vec<Denorm>> {
+        let n = rows_of(sae, x)?;
+        check_len("encode output", out.len(), n * sae.d_sae())?;
+        let (xc, denorm) = preprocess(sae, x, n)?;
+        if n == 0 {
+            return Ok(denorm);
+        }
+        let g = self.gpu_sae(sae)?;
+        self.scoped(|| self.encode_rows(sae, &g, &xc, out))?;
+        Ok(denorm)
+    }
+
+    fn encode_sparse(&self, sae: &Sae, x: &[f32]) -> Result<SparseCodes> {
+        let n = rows_of(sae, x)?;
+        let ds = sae.d_sae();
+        let mut dense = vec![0.0f32; n * ds];
+        let denorm = self.encode(sae, x, &mut dense)?;
+        Ok(SparseCodes::from_dense(&dense, ds, denorm))
+    }
+
+    fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()> {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        if !f.len().is_multiple_of(ds) {
+            return Err(Error::invalid(format!(
+                "codes have {} values, not a multiple of d_sae = {ds}",
+                f.len()
+            )));
+        }
+        let n = f.len() / ds;
+        check_len("decode output", out.len(), n * d)?;
+        check_denorm(sae, denorm, n)?;
+        if let Some(v) = f.iter().find(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "codes contain a non-finite value {v}"
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let g = self.gpu_sae(sae)?;
+        self.scoped(|| self.decode_rows(sae, &g, f, out))?;
+        crate::backend::apply_denorm(out, d, denorm);
+        Ok(())
+    }
+
+    fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()> {
+        codes.validate(sae)?;
+        let n = codes.n_rows();
+        check_len("decode output", out.len(), n * sae.d_in())?;
+        check_denorm(sae, &codes.denorm, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let g = self.gpu_sae(sae)?;
+        self.scoped(|| self.decode_sparse_rows(sae, &g, codes, out))?;
+        crate::backend::apply_denorm(out, sae.d_in(), &codes.denorm);
+        Ok(())
+    }
+
+    fn steer(
+        &self,
+        sae: &Sae,
+        x: &mut [f32],
+        edits: &[Edit],
+        rows: Option<&[usize]>,
+    ) -> Result<()> {
+        let n = crate::steer::validate_edits(sae, x, edits, rows)?;
+        self.check_edits(sae, edits)?;
+        if n == 0 || edits.is_empty() {
+            return Ok(());
+        }
+        self.scoped(|| self.steer_rows(sae, x, edits, rows))
+    }
+}
