@@ -126,7 +126,7 @@ enum saeplug_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The best available backend (currently the CPU).
+   * A hardware GPU (discrete, integrated or virtual) when one exists, else the CPU.
    */
   SAEPLUG_BACKEND_AUTO = 0,
   /**
@@ -134,7 +134,8 @@ enum saeplug_backend
    */
   SAEPLUG_BACKEND_CPU = 1,
   /**
-   * GPU through wgpu (not built into this version: UNSUPPORTED).
+   * GPU through wgpu/Vulkan (any adapter, including Mesa's software lavapipe);
+   * `$SAEPLUG_ADAPTER` selects an adapter by name.
    */
   SAEPLUG_BACKEND_GPU = 2,
 };
@@ -278,14 +279,25 @@ uint32_t saeplug_abi_version(void);
  *
  * Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
  * the CPU backend (0 = all cores); `out` receives the handle.
- * Returns: OK; INVALID_ARGUMENT for an unknown backend; UNSUPPORTED for a backend
- * not built in. Memory: on success `*out` owns a new handle, freed with
+ * Returns: OK; INVALID_ARGUMENT for an unknown backend; BACKEND when the GPU
+ * backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
  * `saeplug_ctx_free`. Thread safety: any thread.
  *
  * # Safety
  * `out` must be NULL or writable.
  */
-saeplug_status saeplug_ctx_new(uint32_t backend, uint32_t threads, saeplug_ctx **out);
+saeplug_status saeplug_ctx_new(uint32_t backend,
+                               uint32_t threads,
+                               saeplug_ctx **out);
+
+/**
+ * Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
+ * (NULL `ctx` gives "").
+ *
+ * # Safety
+ * `ctx` must be NULL or a live handle.
+ */
+const char *saeplug_ctx_backend_name(const saeplug_ctx *ctx);
 
 /**
  * Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.

@@ -113,6 +113,15 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
             );
         }
     }
+    // The same program on a GPU context (lavapipe in CI).
+    if gpu_or_fail(saeplug::WgpuOptions::default()).is_some() {
+        for case in ["standard", "topk", "gated", "jumprelu"] {
+            let mut args = fixture_args(case, &out);
+            args.push("gpu".into());
+            let o = run(Command::new(&stat).args(&args));
+            assert!(o.contains("(gpu): all checks passed"), "{case} gpu: {o}");
+        }
+    }
     // valgrind on the shared-library build: no invalid reads/writes, no definite leaks.
     let args = fixture_args("standard", &out);
     let have_valgrind = Command::new("valgrind").arg("--version").output().is_ok();

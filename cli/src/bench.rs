@@ -14,7 +14,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("encode") => encode(args),
         Some("open") => open(args),
-        _ => Err(usage_err("bench needs 'encode' or 'open'")),
+        Some("gpu") => gpu(args),
+        _ => Err(usage_err("bench needs 'encode', 'gpu' or 'open'")),
     }
 }
 
@@ -134,5 +135,77 @@ fn encode(args: &[String]) -> Result<()> {
         println!("ratio (peer time / saeplug time): {:.2}x", peer_s / ours);
     }
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Best-of time of `f` over `iters` calls after one warm-up call.
+fn time_it(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::MAX;
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn gpu(args: &[String]) -> Result<()> {
+    let d_in = opt_usize(args, "--d-in", 2304)?;
+    let d_sae = opt_usize(args, "--d-sae", 16384)?;
+    let batch = opt_usize(args, "--batch", 64)?;
+    let iters = opt_usize(args, "--iters", 5)?;
+    let peak = crate::opt(args, "--peak-tflops").and_then(|v| v.parse::<f64>().ok());
+    let sae = random_sae(d_in, d_sae, Architecture::Standard, 1)?;
+    let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
+    let gpu = saeplug::WgpuBackend::new(Default::default())?;
+    let info = gpu.adapter_info();
+    println!(
+        "adapter: {} ({:?}, {:?}, driver {}), weight chunk limit {} MB",
+        info.name,
+        info.device_type,
+        info.backend,
+        info.driver_info,
+        gpu.max_chunk_bytes() >> 20
+    );
+    let cpu = CpuBackend::default();
+    let flop = 2.0 * (batch * d_in * d_sae) as f64;
+    let mut out_c = vec![0.0f32; batch * d_sae];
+    let mut out_g = vec![0.0f32; batch * d_sae];
+    let t_cpu = time_it(iters, || cpu.encode(&sae, &x, &mut out_c).map(|_| ()))?;
+    let t_up = Instant::now();
+    gpu.encode(&sae, &x, &mut out_g)?; // first call uploads the weights
+    let upload = t_up.elapsed().as_secs_f64();
+    let t_gpu = time_it(iters, || gpu.encode(&sae, &x, &mut out_g).map(|_| ()))?;
+    let err = out_c
+        .iter()
+        .zip(&out_g)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "encode d_in {d_in}, d_sae {d_sae}, batch {batch}: cpu {:.2} ms ({:.1} GFLOP/s), gpu {:.2} ms ({:.1} GFLOP/s incl. upload of x and read-back), gpu/cpu speed ratio {:.2}x, max |gpu-cpu| {err:.2e}; first call (weights upload) {:.0} ms",
+        t_cpu * 1e3,
+        flop / t_cpu / 1e9,
+        t_gpu * 1e3,
+        flop / t_gpu / 1e9,
+        t_cpu / t_gpu,
+        upload * 1e3
+    );
+    if let Some(p) = peak {
+        println!(
+            "gpu encode at {:.2}% of the card's FP32 peak ({p} TFLOP/s)",
+            100.0 * flop / t_gpu / (p * 1e12)
+        );
+    }
+    let mut rc = vec![0.0f32; batch * d_in];
+    let mut rg = vec![0.0f32; batch * d_in];
+    let t_cpu = time_it(iters, || cpu.decode(&sae, &out_c, &[], &mut rc))?;
+    let t_gpu = time_it(iters, || gpu.decode(&sae, &out_c, &[], &mut rg))?;
+    println!(
+        "dense decode: cpu {:.2} ms, gpu {:.2} ms, gpu/cpu speed ratio {:.2}x",
+        t_cpu * 1e3,
+        t_gpu * 1e3,
+        t_cpu / t_gpu
+    );
     Ok(())
 }

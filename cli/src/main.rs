@@ -22,6 +22,8 @@ usage:
                                     feature_acts and recon, .npy output holds feature_acts
   saeplug bench encode [--d-in N] [--d-sae N] [--batch N] [--iters N] [--no-peer]
                                     CPU encode throughput vs PyTorch on the same machine
+  saeplug bench gpu [--d-in N] [--d-sae N] [--batch N] [--iters N] [--peak-tflops F]
+                                    wgpu vs CPU encode/decode on whatever adapter exists
   saeplug bench open [--mb N]       time to open (map) a large SAE file
 ";
 

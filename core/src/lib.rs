@@ -35,6 +35,11 @@ pub mod weights;
 pub use backend::cpu::CpuBackend;
 #[cfg(feature = "gpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuOptions};
+/// Adapter description types (re-exported from wgpu).
+#[cfg(feature = "gpu")]
+pub mod wgpu_types {
+    pub use wgpu::{AdapterInfo, DeviceType};
+}
 pub use backend::{Backend, Denorm, SparseCodes};
 pub use error::{Error, ErrorKind, Result};
 pub use sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};

@@ -1,6 +1,8 @@
 //! `saeplug_ctx`: a compute context (backend choice) and the encode/decode calls.
 
-use saeplug::{Backend, CpuBackend, SparseCodes};
+use std::ffi::c_char;
+
+use saeplug::{Backend, CpuBackend, SparseCodes, WgpuBackend, WgpuOptions};
 
 use crate::error::{FfiError, saeplug_status};
 use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out};
@@ -10,11 +12,12 @@ use crate::sae::saeplug_sae;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug)]
 pub enum saeplug_backend {
-    /// The best available backend (currently the CPU).
+    /// A hardware GPU (discrete, integrated or virtual) when one exists, else the CPU.
     Auto = 0,
     /// Multi-threaded CPU.
     Cpu = 1,
-    /// GPU through wgpu (not built into this version: UNSUPPORTED).
+    /// GPU through wgpu/Vulkan (any adapter, including Mesa's software lavapipe);
+    /// `$SAEPLUG_ADAPTER` selects an adapter by name.
     Gpu = 2,
 }
 
@@ -22,15 +25,16 @@ pub enum saeplug_backend {
 /// `saeplug_ctx_new`; free with `saeplug_ctx_free`. Use from one thread at a
 /// time (create one context per thread); SAE handles may be shared.
 pub struct saeplug_ctx {
-    backend: CpuBackend,
+    backend: Box<dyn Backend>,
+    name: &'static std::ffi::CStr,
 }
 
 /// Create a context.
 ///
 /// Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
 /// the CPU backend (0 = all cores); `out` receives the handle.
-/// Returns: OK; INVALID_ARGUMENT for an unknown backend; UNSUPPORTED for a backend
-/// not built in. Memory: on success `*out` owns a new handle, freed with
+/// Returns: OK; INVALID_ARGUMENT for an unknown backend; BACKEND when the GPU
+/// backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
 /// `saeplug_ctx_free`. Thread safety: any thread.
 ///
 /// # Safety
@@ -45,21 +49,43 @@ pub unsafe extern "C" fn saeplug_ctx_new(
         if out.is_null() {
             return Err(FfiError::null("out"));
         }
-        let backend = match backend {
-            0 | 1 => CpuBackend::new(threads as usize),
-            2 => {
-                return Err(FfiError::new(
-                    saeplug_status::Unsupported,
-                    "the GPU backend is not built into this library",
-                ))
-            }
+        let cpu = || -> (Box<dyn Backend>, &'static std::ffi::CStr) {
+            (Box::new(CpuBackend::new(threads as usize)), c"cpu")
+        };
+        let (backend, name) = match backend {
+            0 => match WgpuBackend::new(WgpuOptions::default()) {
+                Ok(g) if g.adapter_info().device_type != wgpu_cpu_type() => {
+                    (Box::new(g) as Box<dyn Backend>, c"wgpu")
+                }
+                _ => cpu(),
+            },
+            1 => cpu(),
+            2 => (Box::new(WgpuBackend::new(WgpuOptions::default())?) as Box<dyn Backend>, c"wgpu"),
             b => return Err(FfiError::invalid(format!("unknown backend {b}"))),
         };
-        let h = Box::into_raw(Box::new(saeplug_ctx { backend }));
+        let h = Box::into_raw(Box::new(saeplug_ctx { backend, name }));
         // SAFETY: `out` is non-null and writable per the caller contract.
         unsafe { *out = h };
         Ok(())
     }
+}
+
+/// Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
+/// (NULL `ctx` gives "").
+///
+/// # Safety
+/// `ctx` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_ctx_backend_name(ctx: *const saeplug_ctx) -> *const c_char {
+    // SAFETY: caller contract above; `as_ref` handles NULL.
+    match unsafe { ctx.as_ref() } {
+        Some(c) => c.name.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+fn wgpu_cpu_type() -> saeplug::wgpu_types::DeviceType {
+    saeplug::wgpu_types::DeviceType::Cpu
 }
 
 /// Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.
@@ -71,10 +97,10 @@ pub unsafe extern "C" fn saeplug_ctx_free(ctx: *mut saeplug_ctx) {
     if ctx.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(|| {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: `ctx` came from Box::into_raw in saeplug_ctx_new and is freed once.
         drop(unsafe { Box::from_raw(ctx) });
-    });
+    }));
 }
 
 /// Dense encode: `out[n_rows, d_sae] = encode(x[n_rows, d_in])`.

@@ -2,7 +2,7 @@
  * sparse), decodes, reconstructs, compares with SAELens's outputs, and exercises
  * the error paths. Built with -Wall -Wextra -Werror (and sanitizers) by tests/c_abi.rs.
  *
- * usage: basic SAE_DIR X.bin FEATS.bin RECON.bin N_ROWS
+ * usage: basic SAE_DIR X.bin FEATS.bin RECON.bin N_ROWS [cpu|gpu]
  * The .bin files are raw little-endian float32, as SAELens wrote them in io.safetensors. */
 #include "saeplug.h"
 
@@ -49,8 +49,8 @@ static void last_error(char *buf, size_t len) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s SAE_DIR X.bin FEATS.bin RECON.bin N\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s SAE_DIR X.bin FEATS.bin RECON.bin N [cpu|gpu]\n", argv[0]);
         return 2;
     }
     char msg[512];
@@ -76,7 +76,15 @@ int main(int argc, char **argv) {
     if (!x || !want_f || !want_r) { fprintf(stderr, "cannot read .bin inputs\n"); return 1; }
 
     saeplug_ctx *ctx = NULL;
-    CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 2, &ctx) == SAEPLUG_STATUS_OK, "ctx_new");
+    int gpu = argc == 7 && strcmp(argv[6], "gpu") == 0;
+    st = saeplug_ctx_new(gpu ? SAEPLUG_BACKEND_GPU : SAEPLUG_BACKEND_CPU, 2, &ctx);
+    if (st != SAEPLUG_STATUS_OK) {
+        last_error(msg, sizeof msg);
+        fprintf(stderr, "ctx_new failed: %s: %s\n", saeplug_status_str(st), msg);
+        return 1;
+    }
+    CHECK(strcmp(saeplug_ctx_backend_name(ctx), gpu ? "wgpu" : "cpu") == 0, "backend name %s",
+          saeplug_ctx_backend_name(ctx));
 
     float *f = calloc(n * m, sizeof(float));
     float *r = calloc(n * d, sizeof(float));
@@ -151,6 +159,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
-    printf("c consumer: all checks passed (n=%zu d_in=%zu d_sae=%zu nnz=%zu)\n", n, d, m, nnz);
+    printf("c consumer (%s): all checks passed (n=%zu d_in=%zu d_sae=%zu nnz=%zu)\n", gpu ? "gpu" : "cpu", n, d, m, nnz);
     return 0;
 }

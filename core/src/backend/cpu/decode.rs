@@ -1,6 +1,6 @@
 //! CPU decode: dense (GEMM) and sparse (O(nnz · d_in) row gather).
 
-use super::gemm::{MatRef, sgemm};
+use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
 use crate::backend::{Denorm, SparseCodes, apply_denorm, check_denorm, check_len};
 use crate::error::{Error, Result};
@@ -53,10 +53,6 @@ pub(super) fn decode_dense(
         }
         None => f,
     };
-    let b = sae.weights().b_dec.as_slice();
-    for row in out.chunks_exact_mut(d) {
-        row.copy_from_slice(b);
-    }
     let a = MatRef {
         data: f,
         rows: n,
@@ -71,7 +67,11 @@ pub(super) fn decode_dense(
         rs: d,
         cs: 1,
     };
-    sgemm(a, w, out, true, cpu.threads)?;
+    sgemm_col_blocks(a, w, out, cpu.threads)?;
+    let b = sae.weights().b_dec.as_slice();
+    for row in out.chunks_exact_mut(d) {
+        row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+    }
     apply_denorm(out, d, denorm);
     Ok(())
 }

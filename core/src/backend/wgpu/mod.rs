@@ -153,8 +153,9 @@ impl WgpuBackend {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             lock(&slot).get_or_insert_with(|| e.to_string());
         }));
-        let mut max_chunk =
-            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let mut max_chunk = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if let Some(m) = opts.max_chunk_bytes {
             max_chunk = max_chunk.min(m.max(4096));
         }
