@@ -15,7 +15,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some("encode") => encode(args),
         Some("open") => open(args),
         Some("gpu") => gpu(args),
-        _ => Err(usage_err("bench needs 'encode', 'gpu' or 'open'")),
+        Some("ito") => ito(args),
+        _ => Err(usage_err("bench needs 'encode', 'gpu', 'ito' or 'open'")),
     }
 }
 
@@ -207,5 +208,80 @@ fn gpu(args: &[String]) -> Result<()> {
         t_gpu * 1e3,
         t_cpu / t_gpu
     );
+    Ok(())
+}
+
+fn ito(args: &[String]) -> Result<()> {
+    use saeplug::solve::{Solver, SolverParams, solve};
+    let d_in = opt_usize(args, "--d-in", 2304)?;
+    let d_sae = opt_usize(args, "--d-sae", 16384)?;
+    let k = opt_usize(args, "--k", 32)?;
+    let rows = opt_usize(args, "--batch", 32)?;
+    let dir = bench_dir("ito");
+    make_sae(&dir, d_in, d_sae)?;
+    let sae = Sae::open(&dir)?;
+    let x = saeplug::synthetic::sparse_data(&sae, rows, k, 0.01, 5);
+    let cpu = CpuBackend::default();
+    let mut ours = Vec::new();
+    for s in [
+        Solver::GradientPursuit,
+        Solver::OrthogonalMatchingPursuit,
+        Solver::MatchingPursuit,
+    ] {
+        let mut p = SolverParams::new(s, k);
+        p.nonnegative = false; // sklearn's OMP is signed
+        let t = Instant::now();
+        let (_, info) = solve(&cpu, &sae, &x, &p)?;
+        let dt = t.elapsed().as_secs_f64();
+        let res = info.residual.iter().map(|v| *v as f64).sum::<f64>() / rows as f64;
+        println!(
+            "saeplug {s:?} (cpu, {} threads): d {d_in}, n {d_sae}, k {k}, {rows} rows: {:.2} s, {:.1} rows/s, mean residual {res:.4}",
+            cpu.threads(),
+            dt,
+            rows as f64 / dt
+        );
+        ours.push((s, dt));
+    }
+    if args.iter().any(|a| a == "--no-peer") {
+        return Ok(());
+    }
+    let xp = dir.join("x.npy");
+    write_npy(&xp, &[rows, d_in], &x)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_omp.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .arg(&xp)
+        .arg(k.to_string())
+        .output()
+        .map_err(|e| Error::Backend(format!("cannot run python3 for the peer: {e}")))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|_| {
+        Error::Backend(format!(
+            "peer failed: {}{}",
+            text,
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    })?;
+    let gram = v["gram_seconds"].as_f64().unwrap_or(f64::NAN);
+    let solve_s = v["solve_seconds"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "peer {}: Gram {:.2} s + solve {:.3} s ({:.1} rows/s after the Gram), mean residual {:.4}",
+        v["peer"].as_str().unwrap_or("?"),
+        gram,
+        solve_s,
+        rows as f64 / solve_s,
+        v["mean_residual"].as_f64().unwrap_or(f64::NAN)
+    );
+    let omp = ours
+        .iter()
+        .find(|(s, _)| *s == Solver::OrthogonalMatchingPursuit)
+        .map_or(f64::NAN, |x| x.1);
+    println!(
+        "ratio OMP (peer time / saeplug time): {:.2}x including the peer's Gram matrix, {:.3}x excluding it",
+        (gram + solve_s) / omp,
+        solve_s / omp
+    );
+    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

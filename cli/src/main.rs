@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use saeplug::solve::{Solver, SolverParams, solve};
 use saeplug::steer::{Edit, apply_edits, feature_activation};
+use saeplug::sweep::fvu;
 use saeplug::synthetic::{random_sae, sparse_data};
 use saeplug::weights::{SafeTensors, read_npy, write_npy, write_safetensors};
 use saeplug::{Architecture, Backend, CpuBackend, Error, Result, Sae};
@@ -18,12 +20,19 @@ usage:
   saeplug demo                      build a small SAE, save it, map it, encode and steer
   saeplug inspect PATH              describe an SAE (SAELens / Gemma Scope / sparsify)
   saeplug encode PATH --input X.(safetensors|npy) [--tensor NAME] --output OUT.(safetensors|npy)
-                                    encode activations [n, d_in]; .safetensors output holds
+                 [--solver mp|omp|gp --k K [--signed] [--tol T]]
+                                    encode activations [n, d_in] with the SAE's encoder or an
+                                    ITO solver on its decoder; .safetensors output holds
                                     feature_acts and recon, .npy output holds feature_acts
+  saeplug sweep [PATH --input X.(safetensors|npy) [--tensor NAME]] [--k 4,8,16,32]
+                                    L0 and FVU of the encoder vs MP/OMP/GP at each k
+                                    (no PATH: a synthetic SAE with sparse planted data)
   saeplug bench encode [--d-in N] [--d-sae N] [--batch N] [--iters N] [--no-peer]
                                     CPU encode throughput vs PyTorch on the same machine
   saeplug bench gpu [--d-in N] [--d-sae N] [--batch N] [--iters N] [--peak-tflops F]
                                     wgpu vs CPU encode/decode on whatever adapter exists
+  saeplug bench ito [--d-in N] [--d-sae N] [--k K] [--batch N] [--no-peer]
+                                    MP/OMP/GP throughput vs scikit-learn orthogonal_mp_gram
   saeplug bench open [--mb N]       time to open (map) a large SAE file
 ";
 
@@ -60,6 +69,7 @@ fn run(args: &[String]) -> Result<()> {
         None | Some("demo") => demo(),
         Some("inspect") => inspect(args.get(1).ok_or_else(|| usage("inspect needs PATH"))?),
         Some("encode") => encode(args),
+        Some("sweep") => sweep(args),
         Some("bench") => bench::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
@@ -142,9 +152,22 @@ fn encode(args: &[String]) -> Result<()> {
     let cpu = CpuBackend::default();
     let t = Instant::now();
     let mut f = vec![0.0; n * sae.d_sae()];
-    let dn = cpu.encode(&sae, &x, &mut f)?;
     let mut recon = vec![0.0; x.len()];
-    cpu.decode(&sae, &f, &dn, &mut recon)?;
+    if let Some(s) = opt(args, "--solver") {
+        let mut p = SolverParams::new(Solver::parse(s)?, opt_usize(args, "--k", 32)?);
+        p.nonnegative = !args.iter().any(|a| a == "--signed");
+        if let Some(t) = opt(args, "--tol") {
+            p.tol = t.parse().map_err(|_| {
+                Error::InvalidArgument(format!("--tol expects a number, got '{t}'"))
+            })?;
+        }
+        let (codes, _) = solve(&cpu, &sae, &x, &p)?;
+        f = codes.to_dense();
+        cpu.decode_sparse(&sae, &codes, &mut recon)?;
+    } else {
+        let dn = cpu.encode(&sae, &x, &mut f)?;
+        cpu.decode(&sae, &f, &dn, &mut recon)?;
+    }
     let dt = t.elapsed();
     let l0 = f.iter().filter(|v| **v != 0.0).count() as f64 / n.max(1) as f64;
     if output.extension().is_some_and(|e| e == "npy") {
@@ -168,28 +191,31 @@ fn encode(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Fraction of variance unexplained: sum ||x - x̂||² / sum ||x - mean(x)||².
-pub(crate) fn fvu(x: &[f32], recon: &[f32], d: usize) -> f64 {
-    let n = x.len() / d.max(1);
-    if n == 0 {
-        return 0.0;
-    }
-    let mut mean = vec![0.0f64; d];
-    for row in x.chunks_exact(d) {
-        mean.iter_mut()
-            .zip(row)
-            .for_each(|(m, v)| *m += *v as f64 / n as f64);
-    }
-    let err: f64 = x
-        .iter()
-        .zip(recon)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let var: f64 = x
-        .chunks_exact(d)
-        .flat_map(|r| r.iter().zip(&mean).map(|(a, m)| (*a as f64 - m).powi(2)))
-        .sum();
-    err / var.max(f64::MIN_POSITIVE)
+fn sweep(args: &[String]) -> Result<()> {
+    let ks: Vec<usize> = opt(args, "--k")
+        .unwrap_or("4,8,16,32")
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse()
+                .map_err(|_| Error::InvalidArgument(format!("--k expects numbers, got '{k}'")))
+        })
+        .collect::<Result<_>>()?;
+    let report = match args.get(1).filter(|a| !a.starts_with("--")) {
+        None => {
+            println!(
+                "synthetic SAE (d_in 128, d_sae 512, JumpReLU), 256 rows of 5 planted features + noise"
+            );
+            saeplug::sweep::sweep_synthetic(&ks, 7)?
+        }
+        Some(path) => {
+            let input = opt(args, "--input").ok_or_else(|| usage("sweep PATH needs --input"))?;
+            let (x, _) = read_input(Path::new(input), opt(args, "--tensor"))?;
+            saeplug::sweep::sweep(Sae::open(path)?, x, &ks)?
+        }
+    };
+    print!("{}", report.table());
+    Ok(())
 }
 
 fn demo() -> Result<()> {

@@ -28,7 +28,9 @@ pub mod format;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;
+pub mod solve;
 pub mod steer;
+pub mod sweep;
 pub mod synthetic;
 pub mod weights;
 

@@ -177,3 +177,153 @@ pub fn reconstruct(sae: &Sae, x: &[f32]) -> Vec<f64> {
         })
         .collect()
 }
+
+/// f64 ITO oracle: which solver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefSolver {
+    /// Matching pursuit.
+    Mp,
+    /// Gradient pursuit with exact line search.
+    Gp,
+    /// Orthogonal matching pursuit (normal equations by Gaussian elimination).
+    Omp,
+}
+
+fn atom(sae: &Sae, i: usize) -> Vec<f64> {
+    let d = sae.d_in();
+    sae.weights().w_dec.as_slice()[i * d..(i + 1) * d]
+        .iter()
+        .map(|&v| v as f64)
+        .collect()
+}
+
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Solve `A y = b` (small, dense, f64) by Gaussian elimination with partial pivoting.
+pub fn solve_dense(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let m = b.len();
+    for c in 0..m {
+        let p = (c..m)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap_or(c);
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..m {
+            let f = a[r][c] / a[c][c];
+            for k in c..m {
+                a[r][k] -= f * a[c][k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut y = vec![0.0; m];
+    for r in (0..m).rev() {
+        let s: f64 = (r + 1..m).map(|k| a[r][k] * y[k]).sum();
+        y[r] = (b[r] - s) / a[r][r];
+    }
+    y
+}
+
+/// Run `steps` steps of an ITO solver on one row (nonnegative or signed) in f64;
+/// returns the dense coefficient vector after each step.
+pub fn ito_trace(
+    sae: &Sae,
+    x: &[f32],
+    solver: RefSolver,
+    steps: usize,
+    nonneg: bool,
+) -> Vec<Vec<f64>> {
+    let (d, n) = (sae.d_in(), sae.d_sae());
+    let b = sae.weights().b_dec.as_slice();
+    let target: Vec<f64> = (0..d).map(|j| x[j] as f64 - b[j] as f64).collect();
+    let atoms: Vec<Vec<f64>> = (0..n).map(|i| atom(sae, i)).collect();
+    let norms: Vec<f64> = atoms.iter().map(|a| dot64(a, a).sqrt()).collect();
+    let mut a = vec![0.0f64; n];
+    let mut support: Vec<usize> = Vec::new();
+    let mut trace = Vec::new();
+    let resid = |a: &[f64]| -> Vec<f64> {
+        let mut r = target.clone();
+        for (i, &c) in a.iter().enumerate() {
+            if c != 0.0 {
+                for j in 0..d {
+                    r[j] -= c * atoms[i][j];
+                }
+            }
+        }
+        r
+    };
+    for _ in 0..steps {
+        let r = resid(&a);
+        let q: Vec<f64> = atoms.iter().map(|at| dot64(at, &r)).collect();
+        let score = |i: usize| {
+            if norms[i] == 0.0 {
+                f64::NEG_INFINITY
+            } else if nonneg {
+                q[i] / norms[i]
+            } else {
+                (q[i] / norms[i]).abs()
+            }
+        };
+        let cands: Vec<usize> = (0..n)
+            .filter(|i| solver != RefSolver::Omp || !support.contains(i))
+            .collect();
+        let best = cands
+            .iter()
+            .copied()
+            .max_by(|&i, &j| score(i).total_cmp(&score(j)).then(j.cmp(&i)))
+            .filter(|&i| score(i) > 0.0);
+        match solver {
+            RefSolver::Mp => {
+                let Some(i) = best else { break };
+                a[i] += q[i] / (norms[i] * norms[i]);
+            }
+            RefSolver::Gp => {
+                if let Some(i) = best
+                    && !support.contains(&i)
+                {
+                    support.push(i);
+                }
+                let mut c = vec![0.0f64; d];
+                for &i in &support {
+                    for j in 0..d {
+                        c[j] += q[i] * atoms[i][j];
+                    }
+                }
+                let cc = dot64(&c, &c);
+                if cc == 0.0 {
+                    break;
+                }
+                let eta = dot64(&c, &r) / cc;
+                for &i in &support {
+                    a[i] += eta * q[i];
+                    if nonneg {
+                        a[i] = a[i].max(0.0);
+                    }
+                }
+            }
+            RefSolver::Omp => {
+                let Some(i) = best else { break };
+                support.push(i);
+                let g: Vec<Vec<f64>> = support
+                    .iter()
+                    .map(|&p| {
+                        support
+                            .iter()
+                            .map(|&s| dot64(&atoms[p], &atoms[s]))
+                            .collect()
+                    })
+                    .collect();
+                let rhs: Vec<f64> = support.iter().map(|&p| dot64(&atoms[p], &target)).collect();
+                let sol = solve_dense(g, rhs);
+                a.iter_mut().for_each(|v| *v = 0.0);
+                for (&p, &v) in support.iter().zip(&sol) {
+                    a[p] = v;
+                }
+            }
+        }
+        trace.push(a.clone());
+    }
+    trace
+}

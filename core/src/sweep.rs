@@ -1,0 +1,141 @@
+//! L0 vs reconstruction sweeps: the SAE's own encoder against each ITO solver at
+//! several k on the same inputs (ALGORITHMS.md, GDM's comparison).
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, SparseCodes};
+use crate::error::Result;
+use crate::sae::{Architecture, Sae};
+use crate::solve::{Solver, SolverParams, solve};
+use crate::synthetic::{random_sae, sparse_data};
+
+/// One point of the frontier.
+#[derive(Clone, Debug)]
+pub struct Point {
+    /// "encoder", "mp", "omp" or "gp".
+    pub method: &'static str,
+    /// k_max for solvers.
+    pub k: Option<usize>,
+    /// Mean number of nonzero codes per row.
+    pub l0: f64,
+    /// Fraction of variance unexplained.
+    pub fvu: f64,
+}
+
+/// A finished sweep, holding what is needed to evaluate more points.
+pub struct SweepReport {
+    /// The SAE swept.
+    pub sae: Sae,
+    /// The inputs `[n, d_in]`.
+    pub x: Vec<f32>,
+    /// The SAE's own encoder.
+    pub encoder: Point,
+    /// Every solver at every k.
+    pub points: Vec<Point>,
+}
+
+/// Fraction of variance unexplained: `sum ||x - x̂||² / sum ||x - mean(x)||²`.
+pub fn fvu(x: &[f32], recon: &[f32], d: usize) -> f64 {
+    let n = x.len() / d.max(1);
+    if n == 0 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f64; d];
+    for row in x.chunks_exact(d) {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, v)| *m += *v as f64 / n as f64);
+    }
+    let err: f64 = x
+        .iter()
+        .zip(recon)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let var: f64 = x
+        .chunks_exact(d)
+        .flat_map(|r| r.iter().zip(&mean).map(|(a, m)| (*a as f64 - m).powi(2)))
+        .sum();
+    err / var.max(f64::MIN_POSITIVE)
+}
+
+fn point(
+    sae: &Sae,
+    x: &[f32],
+    codes: &SparseCodes,
+    method: &'static str,
+    k: Option<usize>,
+) -> Result<Point> {
+    let mut recon = vec![0.0; x.len()];
+    CpuBackend::default().decode_sparse(sae, codes, &mut recon)?;
+    Ok(Point {
+        method,
+        k,
+        l0: codes.indices.len() as f64 / codes.n_rows().max(1) as f64,
+        fvu: fvu(x, &recon, sae.d_in()),
+    })
+}
+
+/// Evaluate `solver` at `k` on the report's SAE and inputs.
+pub fn run_solver(r: &SweepReport, solver: Solver, k: usize) -> Result<Point> {
+    let (codes, _) = solve(
+        &CpuBackend::default(),
+        &r.sae,
+        &r.x,
+        &SolverParams::new(solver, k),
+    )?;
+    let name = match solver {
+        Solver::MatchingPursuit => "mp",
+        Solver::OrthogonalMatchingPursuit => "omp",
+        Solver::GradientPursuit => "gp",
+    };
+    point(&r.sae, &r.x, &codes, name, Some(k))
+}
+
+/// Sweep `sae` on `x` for every k in `ks` (values above d_sae are skipped).
+pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
+    let codes = CpuBackend::default().encode_sparse(&sae, &x)?;
+    let encoder = point(&sae, &x, &codes, "encoder", None)?;
+    let mut r = SweepReport {
+        sae,
+        x,
+        encoder,
+        points: Vec::new(),
+    };
+    for &k in ks.iter().filter(|&&k| k >= 1 && k <= r.sae.d_sae()) {
+        for s in [
+            Solver::MatchingPursuit,
+            Solver::OrthogonalMatchingPursuit,
+            Solver::GradientPursuit,
+        ] {
+            let p = run_solver(&r, s, k)?;
+            r.points.push(p);
+        }
+    }
+    Ok(r)
+}
+
+/// A synthetic JumpReLU SAE (d_in 128, d_sae 512, tied weights) and 256 inputs that
+/// are sparse nonnegative combinations of 5 of its decoder rows plus noise.
+pub fn sweep_synthetic(ks: &[usize], seed: u64) -> Result<SweepReport> {
+    let sae = random_sae(128, 512, Architecture::JumpRelu, seed)?;
+    let x = sparse_data(&sae, 256, 5, 0.05, seed + 1);
+    sweep(sae, x, ks)
+}
+
+impl SweepReport {
+    /// The sweep as a text table.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<8} {:>5} {:>8} {:>8}\n", "method", "k", "L0", "FVU");
+        let e = &self.encoder;
+        s += &format!("{:<8} {:>5} {:>8.2} {:>8.4}\n", e.method, "-", e.l0, e.fvu);
+        for p in &self.points {
+            s += &format!(
+                "{:<8} {:>5} {:>8.2} {:>8.4}\n",
+                p.method,
+                p.k.map_or("-".into(), |k| k.to_string()),
+                p.l0,
+                p.fvu
+            );
+        }
+        s
+    }
+}
