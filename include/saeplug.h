@@ -210,6 +210,35 @@ typedef uint32_t saeplug_normalization;
 #endif // __cplusplus
 
 /**
+ * Solver codes for `saeplug_ctx_solve`.
+ */
+enum saeplug_solver
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Matching pursuit.
+   */
+  SAEPLUG_SOLVER_MP = 0,
+  /**
+   * Orthogonal matching pursuit.
+   */
+  SAEPLUG_SOLVER_OMP = 1,
+  /**
+   * Gradient pursuit with the exact line-search step.
+   */
+  SAEPLUG_SOLVER_GP = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_solver saeplug_solver;
+#else
+typedef uint32_t saeplug_solver;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A compute context: a backend and its workspaces. Owned by the caller of
  * `saeplug_ctx_new`; free with `saeplug_ctx_free`. Use from one thread at a
  * time (create one context per thread); SAE handles may be shared.
@@ -483,6 +512,40 @@ saeplug_status saeplug_sae_get_info(const saeplug_sae *sae, saeplug_sae_info *ou
  * `sae` must be NULL or a live handle.
  */
 saeplug_status saeplug_sae_check_unchanged(const saeplug_sae *sae);
+
+/**
+ * Inference-time optimisation: sparse-code each row of `x` on the SAE's decoder
+ * (min ||x - b_dec - a W_dec||, ||a||_0 <= k_max, a >= 0 when `nonnegative`),
+ * instead of using its encoder. Output is CSR as for `saeplug_ctx_encode_sparse`,
+ * in the SAE's code units (decode with `saeplug_ctx_decode_sparse`).
+ *
+ * Parameters: `solver` a `saeplug_solver`; `k_max` in 1..=d_sae; `tol` stops a
+ * row once its residual norm is below it (0 = never); `iters` and `residuals`
+ * may be NULL or hold `n_rows` entries (steps taken, final residual norm).
+ * Returns: OK; BUFFER_TOO_SMALL (needed capacity in `*out_nnz`); INVALID_ARGUMENT
+ * (unknown solver, k_max out of range, bad tol, lengths); NON_FINITE; UNSUPPORTED
+ * (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
+ * Thread safety: as for `saeplug_ctx_encode`.
+ *
+ * # Safety
+ * Handles must be NULL or live; buffers must hold their stated lengths.
+ */
+saeplug_status saeplug_ctx_solve(saeplug_ctx *ctx,
+                                 const saeplug_sae *sae,
+                                 uint32_t solver,
+                                 uint32_t k_max,
+                                 uint32_t nonnegative,
+                                 float tol,
+                                 const float *x,
+                                 size_t x_len,
+                                 size_t n_rows,
+                                 size_t *row_offsets,
+                                 uint32_t *indices,
+                                 float *values,
+                                 size_t capacity,
+                                 size_t *out_nnz,
+                                 uint32_t *iters,
+                                 float *residuals);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -258,3 +258,44 @@ fn gradient_pursuit_beats_the_encoder_at_equal_l0() {
         enc.l0
     );
 }
+
+#[test]
+fn ito_as_the_encoder_of_steering_edits() {
+    use saeplug::steer::{Edit, FeatureSource, apply_edits_with};
+    let cpu = CpuBackend::default();
+    let sae = random_sae(64, 256, Architecture::Standard, 3).unwrap();
+    let x = sparse_data(&sae, 4, 3, 0.01, 2);
+    let p = params(Solver::OrthogonalMatchingPursuit, 6, true);
+    let (codes, _) = solve(&cpu, &sae, &x, &p).unwrap();
+    // Ablate row 1's largest ITO feature: x' = x - a_i d_i exactly.
+    let (idx, val) = codes.row(1);
+    let (pos, _) = val
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f32), |b, (i, v)| if *v > b.1 { (i, *v) } else { b });
+    let (i, a) = (idx[pos] as usize, val[pos]);
+    let mut xs = x.clone();
+    apply_edits_with(
+        &sae,
+        &mut xs,
+        &[Edit::Ablate { feature: i }],
+        Some(&[1]),
+        &FeatureSource::Solver(p.clone()),
+    )
+    .unwrap();
+    let wd = sae.weights().w_dec.as_slice();
+    for j in 0..64 {
+        let want = x[64 + j] - a * wd[i * 64 + j];
+        assert!((xs[64 + j] - want).abs() < 1e-5);
+    }
+    assert_eq!(&xs[..64], &x[..64], "other rows untouched");
+    // Re-solving the ablated row no longer uses that atom much.
+    let (c2, _) = solve(&cpu, &sae, &xs[64..128], &p).unwrap();
+    let after = c2
+        .row(0)
+        .0
+        .iter()
+        .position(|&j| j as usize == i)
+        .map_or(0.0, |q| c2.row(0).1[q]);
+    assert!(after < 0.05 * a, "feature {i}: {a} -> {after}");
+}

@@ -1,5 +1,9 @@
 //! Plain f64 loops straight from FORMATS.md: the oracle for every kernel. Slow on
 //! purpose; shares no code with the backends.
+#![allow(
+    clippy::needless_range_loop,
+    reason = "index loops mirror the formulas"
+)]
 
 use crate::sae::{Architecture, Normalization, Sae, TopKOrder};
 

@@ -10,6 +10,10 @@
 //! chosen. Codes are returned in the SAE's own units, so `Backend::decode_sparse`
 //! reconstructs `a W_dec + b_dec` (top-k SAEs that rescale by decoder norms get
 //! `a_i ||d_i||`, which their decode divides back).
+#![allow(
+    clippy::needless_range_loop,
+    reason = "triangular solves index two arrays"
+)]
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cpu::gemm::{MatRef, sgemm_col_blocks};
@@ -44,6 +48,7 @@ impl Solver {
 
 /// Solver settings. `Default`: gradient pursuit, k_max 32, nonnegative, no tolerance.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SolverParams {
     /// Algorithm.
     pub solver: Solver,
@@ -53,7 +58,6 @@ pub struct SolverParams {
     pub tol: f32,
     /// Constrain coefficients to be >= 0 (SAE-like codes); otherwise signed.
     pub nonnegative: bool,
-    _private: (),
 }
 
 impl Default for SolverParams {
@@ -63,7 +67,6 @@ impl Default for SolverParams {
             k_max: 32,
             tol: 0.0,
             nonnegative: true,
-            _private: (),
         }
     }
 }

@@ -167,9 +167,31 @@ pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
     })
 }
 
+/// Where edits read the current feature activations `f_i(x)` from.
+#[derive(Clone, Debug, Default)]
+pub enum FeatureSource {
+    /// The SAE's own encoder (only the edited features are computed).
+    #[default]
+    Encoder,
+    /// An ITO solver on the decoder (`crate::solve`), run on each selected row.
+    Solver(crate::solve::SolverParams),
+}
+
 /// Apply `edits` in place to every row of `x` (`[n, d_in]`) selected by `rows`
-/// (`None` = all rows). Feature activations are read from the unedited row.
+/// (`None` = all rows), reading activations from the SAE's encoder.
+/// Feature activations are read from the unedited row.
 pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>) -> Result<()> {
+    apply_edits_with(sae, x, edits, rows, &FeatureSource::Encoder)
+}
+
+/// [`apply_edits`] with the activations taken from `source`.
+pub fn apply_edits_with(
+    sae: &Sae,
+    x: &mut [f32],
+    edits: &[Edit],
+    rows: Option<&[usize]>,
+    source: &FeatureSource,
+) -> Result<()> {
     let d = sae.d_in();
     let n = validate_edits(sae, x, edits, rows)?;
     let all: Vec<usize>;
@@ -181,9 +203,39 @@ pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usiz
         }
     };
     let wd = sae.weights().w_dec.as_slice();
-    for &r in rows {
+    let rescale = match sae.config().architecture {
+        Architecture::TopK {
+            rescale_by_decoder_norm: true,
+            ..
+        } => Some(sae.decoder_norms()),
+        _ => None,
+    };
+    // ITO: one batched solve over the selected rows, before any row changes.
+    let ito = match source {
+        FeatureSource::Encoder => None,
+        FeatureSource::Solver(p) => {
+            let sel: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| x[r * d..(r + 1) * d].to_vec())
+                .collect();
+            Some(crate::solve::solve(&CpuBackend::default(), sae, &sel, p)?.0)
+        }
+    };
+    for (pos, &r) in rows.iter().enumerate() {
         let row = &mut x[r * d..(r + 1) * d];
         let orig = row.to_vec();
+        let act = |i: usize| -> Result<f32> {
+            match &ito {
+                None => feature_activation(sae, &orig, i),
+                Some(c) => {
+                    let (idx, val) = c.row(pos);
+                    Ok(idx
+                        .iter()
+                        .position(|&j| j as usize == i)
+                        .map_or(0.0, |p| val[p]))
+                }
+            }
+        };
         for e in edits {
             let (feature, delta) = match e {
                 Edit::AddVector { vector, coef } => {
@@ -191,14 +243,14 @@ pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usiz
                     continue;
                 }
                 Edit::AddFeature { feature, coef } => (*feature, *coef),
-                Edit::Clamp { feature, value } => {
-                    (*feature, value - feature_activation(sae, &orig, *feature)?)
-                }
-                Edit::Ablate { feature } => (*feature, -feature_activation(sae, &orig, *feature)?),
-                Edit::Scale { feature, factor } => (
-                    *feature,
-                    (factor - 1.0) * feature_activation(sae, &orig, *feature)?,
-                ),
+                Edit::Clamp { feature, value } => (*feature, value - act(*feature)?),
+                Edit::Ablate { feature } => (*feature, -act(*feature)?),
+                Edit::Scale { feature, factor } => (*feature, (factor - 1.0) * act(*feature)?),
+            };
+            // Codes of top-k SAEs that rescale by decoder norms decode as f_i / ||d_i||.
+            let delta = match (e, rescale) {
+                (Edit::AddFeature { .. }, _) | (_, None) => delta,
+                (_, Some(norms)) => delta / norms[feature],
             };
             if delta != 0.0 {
                 let di = &wd[feature * d..(feature + 1) * d];

@@ -11,10 +11,12 @@ mod ctx;
 mod error;
 mod handle;
 mod sae;
+mod solve;
 
 pub use ctx::*;
 pub use error::*;
 pub use sae::*;
+pub use solve::*;
 
 /// ABI major version: hosts must refuse a library whose major differs.
 pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 0;

@@ -121,6 +121,28 @@ int main(int argc, char **argv) {
           "decode_sparse");
     CHECK(max_abs_diff(r2, want_r, n * d) <= 1e-4f, "sparse recon differs");
 
+    /* ITO: OMP with k_max 8 codes every row with at most 8 features and a finite,
+     * non-increasing residual as k grows. */
+    {
+        size_t cap2 = n * 8, nnz2 = 0;
+        uint32_t *idx2 = calloc(cap2, sizeof(uint32_t)), *iters = calloc(n, sizeof(uint32_t));
+        float *val2 = calloc(cap2, sizeof(float)), *res8 = calloc(n, sizeof(float)), *res2 = calloc(n, sizeof(float));
+        size_t *offs2 = calloc(n + 1, sizeof(size_t));
+        CHECK(saeplug_ctx_solve(ctx, sae, SAEPLUG_SOLVER_OMP, 2, 0, 0.0f, x, n * d, n, offs2, idx2, val2, cap2,
+                                &nnz2, iters, res2) == SAEPLUG_STATUS_OK, "solve k=2");
+        CHECK(saeplug_ctx_solve(ctx, sae, SAEPLUG_SOLVER_OMP, 8, 0, 0.0f, x, n * d, n, offs2, idx2, val2, cap2,
+                                &nnz2, iters, res8) == SAEPLUG_STATUS_OK, "solve k=8");
+        for (size_t row = 0; row < n; row++) {
+            CHECK(offs2[row + 1] - offs2[row] <= 8, "row %zu has more than k_max codes", row);
+            CHECK(res8[row] <= res2[row] + 1e-4f && isfinite(res8[row]), "residual grows with k");
+        }
+        CHECK(saeplug_ctx_solve(ctx, sae, 7, 8, 0, 0.0f, x, n * d, n, offs2, idx2, val2, cap2, &nnz2, NULL,
+                                NULL) == SAEPLUG_STATUS_INVALID_ARGUMENT, "unknown solver");
+        CHECK(saeplug_ctx_solve(ctx, sae, SAEPLUG_SOLVER_GP, (uint32_t)m + 1, 1, 0.0f, x, n * d, n, offs2, idx2,
+                                val2, cap2, &nnz2, NULL, NULL) == SAEPLUG_STATUS_INVALID_ARGUMENT, "k > d_sae");
+        free(idx2); free(iters); free(val2); free(res8); free(res2); free(offs2);
+    }
+
     /* Error paths: clear statuses and messages, nothing crashes. */
     CHECK(saeplug_ctx_encode(ctx, NULL, x, n * d, n, f, n * m) == SAEPLUG_STATUS_NULL_POINTER, "null sae");
     last_error(msg, sizeof msg);
