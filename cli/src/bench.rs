@@ -242,6 +242,26 @@ fn ito(args: &[String]) -> Result<()> {
         );
         ours.push((s, dt));
     }
+    if args.iter().any(|a| a == "--gpu") {
+        let gpu = saeplug::WgpuBackend::new(Default::default())?;
+        for s in [Solver::GradientPursuit, Solver::MatchingPursuit] {
+            let mut p = SolverParams::new(s, k);
+            p.nonnegative = false;
+            let t = Instant::now();
+            match gpu.solve(&sae, &x, &p) {
+                Ok(_) => {
+                    let dt = t.elapsed().as_secs_f64();
+                    println!(
+                        "saeplug {s:?} (wgpu, {}): {:.2} s, {:.1} rows/s (first call includes the weight upload)",
+                        gpu.adapter_info().name,
+                        dt,
+                        rows as f64 / dt
+                    );
+                }
+                Err(e) => println!("saeplug {s:?} (wgpu, {}): {e}", gpu.adapter_info().name),
+            }
+        }
+    }
     if args.iter().any(|a| a == "--no-peer") {
         return Ok(());
     }

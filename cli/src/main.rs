@@ -31,7 +31,7 @@ usage:
                                     CPU encode throughput vs PyTorch on the same machine
   saeplug bench gpu [--d-in N] [--d-sae N] [--batch N] [--iters N] [--peak-tflops F]
                                     wgpu vs CPU encode/decode on whatever adapter exists
-  saeplug bench ito [--d-in N] [--d-sae N] [--k K] [--batch N] [--no-peer]
+  saeplug bench ito [--d-in N] [--d-sae N] [--k K] [--batch N] [--gpu] [--no-peer]
                                     MP/OMP/GP throughput vs scikit-learn orthogonal_mp_gram
   saeplug bench open [--mb N]       time to open (map) a large SAE file
 ";

@@ -59,6 +59,17 @@ pub const STEER_DELTA: Kernel = kernel!("steer_delta");
 /// Steering: `x += sum_e delta[r, e] * d_{i_e} + mask * coef * v`, in place.
 pub const STEER_APPLY: Kernel = kernel!("steer_apply");
 
+/// ITO correlation GEMM `Q = R W_dec^T`.
+pub const ITO_CORRELATE: Kernel = kernel!("ito_correlate", "gemm");
+/// ITO per-row argmax selection (gradient pursuit support growth, matching pursuit step).
+pub const ITO_SELECT: Kernel = kernel!("ito_select", "ito_state");
+/// Gradient pursuit direction `C = (S * Q) W_dec` on the support.
+pub const ITO_DIRECTION: Kernel = kernel!("ito_direction", "ito_state");
+/// Gradient pursuit exact line search and masked coefficient update.
+pub const ITO_LINESEARCH: Kernel = kernel!("ito_linesearch", "ito_state");
+/// ITO residual `R = X - A W_dec` on the support.
+pub const ITO_RESIDUAL: Kernel = kernel!("ito_residual", "ito_state");
+
 /// Every kernel.
 pub const ALL: &[Kernel] = &[
     ENCODE_STANDARD,
@@ -71,4 +82,9 @@ pub const ALL: &[Kernel] = &[
     DECODE_SPARSE,
     STEER_DELTA,
     STEER_APPLY,
+    ITO_CORRELATE,
+    ITO_SELECT,
+    ITO_DIRECTION,
+    ITO_LINESEARCH,
+    ITO_RESIDUAL,
 ];

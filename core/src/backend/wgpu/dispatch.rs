@@ -34,7 +34,7 @@ impl WgpuBackend {
         })
     }
 
-    fn groups_1d(&self, threads: usize) -> Result<(u32, u32, u32)> {
+    pub(crate) fn groups_1d(&self, threads: usize) -> Result<(u32, u32, u32)> {
         let g = threads.div_ceil(sh::WG_SIZE as usize);
         if g > self.max_groups as usize {
             return Err(Error::Backend(format!(
@@ -45,7 +45,7 @@ impl WgpuBackend {
         Ok((g as u32, 1, 1))
     }
 
-    fn groups_gemm(&self, rows: usize, cols: usize) -> Result<(u32, u32, u32)> {
+    pub(crate) fn groups_gemm(&self, rows: usize, cols: usize) -> Result<(u32, u32, u32)> {
         let (x, y) = (
             cols.div_ceil(sh::TILE_N as usize),
             rows.div_ceil(sh::TILE_M as usize),
@@ -60,12 +60,30 @@ impl WgpuBackend {
     }
 
     /// Record one dispatch of `k` with `p` at binding 0 and `bufs` at 1, 2, ...
-    fn dispatch(
+    pub(crate) fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,
         k: &sh::Kernel,
         p: &Params,
         bufs: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+    ) {
+        let at: Vec<(u32, &wgpu::Buffer)> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32 + 1, *b))
+            .collect();
+        self.dispatch_at(enc, k, p, &at, groups);
+    }
+
+    /// Record one dispatch binding `p` at 0 and each `(binding, buffer)`; kernels
+    /// that declare shared state but use only part of it name the used bindings.
+    pub(crate) fn dispatch_at(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        k: &sh::Kernel,
+        p: &Params,
+        bufs: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32, u32),
     ) {
         let pipeline = self.pipeline(k);
@@ -80,9 +98,9 @@ impl WgpuBackend {
             binding: 0,
             resource: ubuf.as_entire_binding(),
         }];
-        for (i, b) in bufs.iter().enumerate() {
+        for (binding, b) in bufs {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding: *binding,
                 resource: b.as_entire_binding(),
             });
         }
@@ -100,7 +118,31 @@ impl WgpuBackend {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
-    fn encoder(&self) -> wgpu::CommandEncoder {
+    /// A read-write storage buffer initialised with `data`, readable back.
+    pub(crate) fn storage_rw<T: bytemuck::Pod>(&self, data: &[T], label: &str) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let zero = [0u8; 4];
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: if bytes.is_empty() { &zero } else { bytes },
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Copy `src` back into `dst` (after all submitted work).
+    pub(crate) fn read_into<T: bytemuck::Pod>(
+        &self,
+        src: &wgpu::Buffer,
+        dst: &mut [T],
+    ) -> Result<()> {
+        let enc = self.encoder();
+        self.finish_into(enc, src, dst)
+    }
+
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("saeplug"),
@@ -108,13 +150,13 @@ impl WgpuBackend {
     }
 
     /// Submit `enc` after copying `src` to a staging buffer; read it into `dst`.
-    fn finish_into(
+    fn finish_into<T: bytemuck::Pod>(
         &self,
         mut enc: wgpu::CommandEncoder,
         src: &wgpu::Buffer,
-        dst: &mut [f32],
+        dst: &mut [T],
     ) -> Result<()> {
-        let size = (4 * dst.len()) as u64;
+        let size = std::mem::size_of_val(dst) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: size.max(4),

@@ -4,6 +4,7 @@
 //! error scope or the uncaptured-error handler and returned as `Error::Backend`.
 
 mod dispatch;
+mod ito;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -77,6 +78,8 @@ pub(crate) struct GpuSae {
     aux2: wgpu::Buffer,
     b_dec: wgpu::Buffer,
     inv_norm: wgpu::Buffer,
+    /// W_dec^T in column chunks `[d_in, width]`, built on the first ITO call.
+    dec_t: std::sync::OnceLock<Vec<(usize, usize, wgpu::Buffer)>>,
 }
 
 /// The wgpu backend. `Send + Sync`: calls from several threads are serialised
@@ -219,32 +222,53 @@ impl WgpuBackend {
         lock(&self.saes).remove(&sae.id());
     }
 
-    fn upload(&self, sae: &Sae) -> Result<GpuSae> {
-        let (d, ds) = (sae.d_in(), sae.d_sae());
-        let row_bytes = 4 * d as u64;
-        let width = ((self.max_chunk / row_bytes) as usize / 64 * 64).min(ds.next_multiple_of(64));
+    /// Width (columns) of `[d, ds]` column chunks under the binding limit.
+    pub(crate) fn chunk_width(&self, d: usize, ds: usize) -> Result<usize> {
+        let width =
+            ((self.max_chunk / (4 * d as u64)) as usize / 64 * 64).min(ds.next_multiple_of(64));
         if width == 0 {
             return Err(Error::Unsupported(format!(
                 "d_in = {d} is too large for this adapter's storage buffers ({} bytes)",
                 self.max_chunk
             )));
         }
-        let w = sae.weights();
-        let we = w.w_enc.as_slice();
-        let mut enc = Vec::new();
+        Ok(width)
+    }
+
+    /// Upload a `[d, ds]` matrix (stored `[ds, d]` when `transposed`) as dense
+    /// column chunks `(first column, width, buffer [d, width])`.
+    pub(crate) fn column_chunks(
+        &self,
+        m: &[f32],
+        d: usize,
+        ds: usize,
+        transposed: bool,
+        width: usize,
+        label: &str,
+    ) -> Vec<(usize, usize, wgpu::Buffer)> {
+        let mut out = Vec::new();
         for c0 in (0..ds).step_by(width) {
             let cw = width.min(ds - c0);
             let mut chunk = Vec::with_capacity(d * cw);
             for j in 0..d {
-                match sae.enc_layout {
-                    EncLayout::InBySae => {
-                        chunk.extend_from_slice(&we[j * ds + c0..j * ds + c0 + cw])
-                    }
-                    EncLayout::SaeByIn => chunk.extend((c0..c0 + cw).map(|i| we[i * d + j])),
+                if transposed {
+                    chunk.extend((c0..c0 + cw).map(|i| m[i * d + j]));
+                } else {
+                    chunk.extend_from_slice(&m[j * ds + c0..j * ds + c0 + cw]);
                 }
             }
-            enc.push((c0, cw, self.storage(&chunk, "W_enc chunk")));
+            out.push((c0, cw, self.storage(&chunk, label)));
         }
+        out
+    }
+
+    fn upload(&self, sae: &Sae) -> Result<GpuSae> {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let row_bytes = 4 * d as u64;
+        let width = self.chunk_width(d, ds)?;
+        let w = sae.weights();
+        let transposed = sae.enc_layout == EncLayout::SaeByIn;
+        let enc = self.column_chunks(w.w_enc.as_slice(), d, ds, transposed, width, "W_enc chunk");
         let rows = (self.max_chunk / row_bytes) as usize;
         let wd = w.w_dec.as_slice();
         let dec = (0..ds)
@@ -284,6 +308,7 @@ impl WgpuBackend {
             aux2: self.storage(&aux2, "aux2"),
             b_dec: self.storage(w.b_dec.as_slice(), "b_dec"),
             inv_norm: self.storage(&inv, "inv_norm"),
+            dec_t: std::sync::OnceLock::new(),
         })
     }
 

@@ -1,0 +1,214 @@
+//! ITO solvers on the GPU: gradient pursuit and matching pursuit, batched, with
+//! the per-step kernels `ito_correlate` (GEMM), `ito_select` (argmax),
+//! `ito_direction` + `ito_linesearch` (GP) and `ito_residual`.
+
+use saeplug_shaders as sh;
+
+use super::{Params, WgpuBackend};
+use crate::backend::{SparseCodes, rows_of};
+use crate::error::{Error, Result};
+use crate::sae::{Architecture, Sae};
+use crate::solve::{SolveInfo, Solver, SolverParams};
+
+impl WgpuBackend {
+    /// Solve like [`crate::solve::solve`] on the GPU (matching pursuit and gradient
+    /// pursuit; OMP's per-row Cholesky refits stay on the CPU: `Unsupported`).
+    /// Needs W_dec to fit one storage binding.
+    pub fn solve(
+        &self,
+        sae: &Sae,
+        x: &[f32],
+        p: &SolverParams,
+    ) -> Result<(SparseCodes, SolveInfo)> {
+        p.validate(sae)?;
+        let mode = match p.solver {
+            Solver::GradientPursuit => 0u32,
+            Solver::MatchingPursuit => 1,
+            Solver::OrthogonalMatchingPursuit => {
+                return Err(Error::Unsupported(
+                    "orthogonal matching pursuit runs on the CPU backend (per-row Cholesky refits)"
+                        .into(),
+                ));
+            }
+        };
+        let n = rows_of(sae, x)?;
+        let (d, ds, k) = (sae.d_in(), sae.d_sae(), p.k_max);
+        let g = self.gpu_sae(sae)?;
+        if g.dec.len() != 1 {
+            return Err(Error::Unsupported(format!(
+                "GPU ITO needs W_dec ({} bytes) in one storage binding (limit {})",
+                4 * d * ds,
+                self.max_chunk
+            )));
+        }
+        let width = self.chunk_width(d, ds)?;
+        let dec_t = g.dec_t.get_or_init(|| {
+            self.column_chunks(
+                sae.weights().w_dec.as_slice(),
+                d,
+                ds,
+                true,
+                width,
+                "W_dec^T chunk",
+            )
+        });
+        let b = sae.weights().b_dec.as_slice();
+        let mut target = x.to_vec();
+        for row in target.chunks_exact_mut(d) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v -= b);
+        }
+        let mut support = vec![0u32; n * k];
+        let mut coef = vec![0.0f32; n * k];
+        let mut count = vec![0u32; n];
+        let mut iters = vec![0u32; n];
+        let mut resid = target.clone();
+        let per = (self.max_chunk / (4 * ds.max(k) as u64)) as usize;
+        let per = per.min(self.max_groups as usize).max(1);
+        for r0 in (0..n).step_by(per) {
+            let rows = per.min(n - r0);
+            let tgt = &target[r0 * d..(r0 + rows) * d];
+            let done: Vec<u32> = tgt
+                .chunks_exact(d)
+                .map(|r| r.iter().all(|v| *v == 0.0) as u32)
+                .collect();
+            self.scoped(|| {
+                let xbuf = self.storage(tgt, "targets");
+                let rbuf = self.storage_rw(tgt, "residual");
+                let qbuf = self.storage_rw(&vec![0.0f32; rows * ds], "correlations");
+                let dir = self.storage_rw(&vec![0.0f32; rows * d], "direction");
+                let s_buf = self.storage_rw(&vec![0u32; rows * k], "support");
+                let c_buf = self.storage_rw(&vec![0.0f32; rows * k], "coef");
+                let n_buf = self.storage_rw(&vec![0u32; rows], "count");
+                let d_buf = self.storage_rw(&done, "done");
+                let i_buf = self.storage_rw(&vec![0u32; rows], "iters");
+                let state = [&s_buf, &c_buf, &n_buf, &d_buf, &i_buf];
+                let base = Params {
+                    n_rows: rows as u32,
+                    k_dim: d as u32,
+                    n_cols: ds as u32,
+                    k: k as u32,
+                    flags: p.nonnegative as u32,
+                    mode,
+                    coef: p.tol,
+                    ..Default::default()
+                };
+                let w_dec = &g.dec[0].2;
+                let mut enc = self.encoder();
+                for _ in 0..k {
+                    for (c0, cw, wbuf) in dec_t.iter() {
+                        let pc = Params {
+                            n_cols: *cw as u32,
+                            ld_out: ds as u32,
+                            col_offset: *c0 as u32,
+                            ld_lhs: d as u32,
+                            ..base
+                        };
+                        self.dispatch(
+                            &mut enc,
+                            &sh::ITO_CORRELATE,
+                            &pc,
+                            &[&rbuf, wbuf, &qbuf],
+                            self.groups_gemm(rows, *cw)?,
+                        );
+                    }
+                    self.dispatch(
+                        &mut enc,
+                        &sh::ITO_SELECT,
+                        &base,
+                        &with(&state, &[&qbuf, &g.inv_norm, &rbuf]),
+                        (rows as u32, 1, 1),
+                    );
+                    if mode == 0 {
+                        // Direction reads support, count and done only.
+                        let b = [
+                            (1, &s_buf),
+                            (3, &n_buf),
+                            (4, &d_buf),
+                            (6, &qbuf),
+                            (7, w_dec),
+                            (8, &dir),
+                        ];
+                        self.dispatch_at(
+                            &mut enc,
+                            &sh::ITO_DIRECTION,
+                            &base,
+                            &b,
+                            self.groups_1d(rows * d)?,
+                        );
+                        self.dispatch(
+                            &mut enc,
+                            &sh::ITO_LINESEARCH,
+                            &base,
+                            &with(&state, &[&qbuf, &dir, &rbuf]),
+                            (rows as u32, 1, 1),
+                        );
+                    }
+                    // Residual reads support, coef and count only.
+                    let b = [
+                        (1, &s_buf),
+                        (2, &c_buf),
+                        (3, &n_buf),
+                        (6, &xbuf),
+                        (7, w_dec),
+                        (8, &rbuf),
+                    ];
+                    self.dispatch_at(
+                        &mut enc,
+                        &sh::ITO_RESIDUAL,
+                        &base,
+                        &b,
+                        self.groups_1d(rows * d)?,
+                    );
+                }
+                self.queue.submit([enc.finish()]);
+                self.read_into(&s_buf, &mut support[r0 * k..(r0 + rows) * k])?;
+                self.read_into(&c_buf, &mut coef[r0 * k..(r0 + rows) * k])?;
+                self.read_into(&n_buf, &mut count[r0..r0 + rows])?;
+                self.read_into(&i_buf, &mut iters[r0..r0 + rows])?;
+                self.read_into(&rbuf, &mut resid[r0 * d..(r0 + rows) * d])
+            })?;
+        }
+        // Assemble as the CPU solver does (same units, sorted indices).
+        let rescale = matches!(
+            sae.config().architecture,
+            Architecture::TopK {
+                rescale_by_decoder_norm: true,
+                ..
+            }
+        );
+        let norms = sae.decoder_norms();
+        let mut codes = SparseCodes {
+            row_offsets: vec![0],
+            d_sae: ds,
+            ..Default::default()
+        };
+        let mut info = SolveInfo::default();
+        for r in 0..n {
+            let m = count[r] as usize;
+            let mut pairs: Vec<(u32, f32)> = support[r * k..r * k + m]
+                .iter()
+                .copied()
+                .zip(coef[r * k..r * k + m].iter().copied())
+                .filter(|(_, c)| *c != 0.0)
+                .collect();
+            pairs.sort_by_key(|(i, _)| *i);
+            for (i, c) in pairs {
+                codes.indices.push(i);
+                codes
+                    .values
+                    .push(if rescale { c * norms[i as usize] } else { c });
+            }
+            codes.row_offsets.push(codes.indices.len());
+            info.iters.push(iters[r]);
+            let rr = &resid[r * d..(r + 1) * d];
+            info.residual
+                .push(rr.iter().map(|v| v * v).sum::<f32>().sqrt());
+        }
+        Ok((codes, info))
+    }
+}
+
+/// The five state buffers followed by a kernel's own bindings.
+fn with<'a>(state: &[&'a wgpu::Buffer], extra: &[&'a wgpu::Buffer]) -> Vec<&'a wgpu::Buffer> {
+    state.iter().chain(extra).copied().collect()
+}
