@@ -246,6 +246,20 @@ typedef uint32_t saeplug_solver;
 typedef struct saeplug_ctx saeplug_ctx;
 
 /**
+ * A steering hook: an SAE, a layer, positions and edits. Holds its own reference
+ * to the SAE (freeing the SAE handle first is allowed). Owned by the caller of
+ * `saeplug_hook_new`; free with `saeplug_hook_free`. Configure from one thread;
+ * once configured it may be applied from any thread (read-only).
+ */
+typedef struct saeplug_hook saeplug_hook;
+
+/**
+ * Feature statistics over a run. Owned by the caller of `saeplug_recorder_new`;
+ * free with `saeplug_recorder_free`. Use from one thread at a time.
+ */
+typedef struct saeplug_recorder saeplug_recorder;
+
+/**
  * An SAE mapped from disk. Immutable after open: any number of threads may use
  * one handle concurrently. Owned by the caller of `saeplug_sae_open`; free with
  * `saeplug_sae_free`. Contexts and codes do not keep it alive: free it last.
@@ -464,6 +478,175 @@ size_t saeplug_last_error_message(char *buf, size_t len);
  * described as "invalid argument"). Never NULL; do not free.
  */
 const char *saeplug_status_str(uint32_t status);
+
+/**
+ * Create a hook on `layer` with no edits, on all positions.
+ *
+ * Memory: on success `*out` owns a new hook (free with `saeplug_hook_free`).
+ *
+ * # Safety
+ * `sae` NULL or live; `out` NULL or writable.
+ */
+saeplug_status saeplug_hook_new(const saeplug_sae *sae, uint32_t layer, saeplug_hook **out);
+
+/**
+ * Free a hook; NULL is a no-op; twice is UB.
+ *
+ * # Safety
+ * `hook` NULL or from `saeplug_hook_new`, not yet freed.
+ */
+void saeplug_hook_free(saeplug_hook *hook);
+
+/**
+ * The hook's layer (0 for NULL).
+ *
+ * # Safety
+ * `hook` NULL or live.
+ */
+uint32_t saeplug_hook_layer(const saeplug_hook *hook);
+
+/**
+ * Choose positions: `kind` 0 all, 1 the first `a` positions, 2 the last row of
+ * each batch, 3 add the range `[a, b)` (ranges accumulate). Returns
+ * INVALID_ARGUMENT for other kinds or an empty range.
+ *
+ * # Safety
+ * `hook` NULL or live, not used concurrently.
+ */
+saeplug_status saeplug_hook_set_positions(saeplug_hook *hook, uint32_t kind, size_t a, size_t b);
+
+/**
+ * Add a feature edit: `kind` 0 add `value * d_feature`, 1 clamp to `value`,
+ * 2 ablate (value ignored), 3 scale by `value`. The feature index and value are
+ * checked against the SAE (INVALID_ARGUMENT).
+ *
+ * # Safety
+ * `hook` NULL or live, not used concurrently.
+ */
+saeplug_status saeplug_hook_add_edit(saeplug_hook *hook,
+                                     uint32_t kind,
+                                     uint32_t feature,
+                                     float value);
+
+/**
+ * Add `coef * v` (`len == d_in`) on the hook's positions.
+ *
+ * # Safety
+ * `hook` NULL or live; `v` holds `len` floats.
+ */
+saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_t len, float coef);
+
+/**
+ * Reconstruction mode: 0 none (edits only), 1 reconstruction with the error term
+ * kept, 2 reconstruction only (error dropped).
+ *
+ * # Safety
+ * `hook` NULL or live.
+ */
+saeplug_status saeplug_hook_set_replace(saeplug_hook *hook, uint32_t mode);
+
+/**
+ * Read current activations for clamp/ablate/scale from an ITO solver
+ * (`saeplug_solver`, `k_max`) instead of the encoder; `k_max == 0` restores the encoder.
+ *
+ * # Safety
+ * `hook` NULL or live.
+ */
+saeplug_status saeplug_hook_set_solver(saeplug_hook *hook, uint32_t solver, uint32_t k_max);
+
+/**
+ * Apply the hook in place to `x` (`[n_rows, d_in]`, `x_len == n_rows * d_in`) whose
+ * first row is at absolute position `pos0`. On error `x` is unchanged unless the
+ * error came from the backend mid-way (BACKEND).
+ *
+ * # Safety
+ * Handles NULL or live; `x` holds `x_len` floats.
+ */
+saeplug_status saeplug_ctx_hook_apply(saeplug_ctx *ctx,
+                                      const saeplug_hook *hook,
+                                      float *x,
+                                      size_t x_len,
+                                      size_t n_rows,
+                                      size_t pos0);
+
+/**
+ * Create a recorder for `sae` keeping the `top_n` strongest positions per feature.
+ *
+ * # Safety
+ * `sae` NULL or live; `out` NULL or writable.
+ */
+saeplug_status saeplug_recorder_new(const saeplug_sae *sae, size_t top_n, saeplug_recorder **out);
+
+/**
+ * Free a recorder; NULL is a no-op; twice is UB.
+ *
+ * # Safety
+ * `rec` NULL or from `saeplug_recorder_new`, not yet freed.
+ */
+void saeplug_recorder_free(saeplug_recorder *rec);
+
+/**
+ * Encode `x` (`[n_rows, d_in]`, first row at position `pos0`) and add it to the
+ * statistics.
+ *
+ * # Safety
+ * Handles NULL or live; `x` holds `x_len` floats.
+ */
+saeplug_status saeplug_ctx_record(saeplug_ctx *ctx,
+                                  saeplug_recorder *rec,
+                                  const float *x,
+                                  size_t x_len,
+                                  size_t n_rows,
+                                  size_t pos0);
+
+/**
+ * Statistics of one feature: times fired, mean activation over all recorded
+ * tokens, and the strongest recorded activation (0 if it never fired).
+ *
+ * # Safety
+ * `rec` NULL or live; outputs NULL or writable.
+ */
+saeplug_status saeplug_recorder_feature(const saeplug_recorder *rec,
+                                        uint32_t feature,
+                                        uint64_t *count,
+                                        float *mean,
+                                        float *max);
+
+/**
+ * Write the statistics as JSON (firing_count, mean_activation, mean_when_firing,
+ * top [[position, value], ...] per feature) to `path`, atomically.
+ *
+ * # Safety
+ * `rec` NULL or live; `path` NULL or NUL-terminated.
+ */
+saeplug_status saeplug_recorder_write_json(const saeplug_recorder *rec, const char *path);
+
+/**
+ * Copy decoder row `feature` (`d_in` floats) into `out`.
+ *
+ * # Safety
+ * `sae` NULL or live; `out` holds `len` floats.
+ */
+saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
+                                       uint32_t feature,
+                                       float *out,
+                                       size_t len);
+
+/**
+ * Write a llama.cpp control-vector GGUF: `n_layers` directions of `n_embd`
+ * floats (`data` is `[n_layers, n_embd]`), `layers[k] >= 1` the block whose
+ * output direction k steers (llama.cpp `direction.N`).
+ *
+ * # Safety
+ * `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`
+ * `n_layers * n_embd` values.
+ */
+saeplug_status saeplug_export_cvec(const char *path,
+                                   const char *model_hint,
+                                   const uint32_t *layers,
+                                   size_t n_layers,
+                                   const float *data,
+                                   size_t n_embd);
 
 /**
  * Open an SAE: a SAELens folder, Gemma Scope 1 `params.npz`, Gemma Scope 2 folder

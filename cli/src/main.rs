@@ -24,6 +24,10 @@ usage:
                                     encode activations [n, d_in] with the SAE's encoder or an
                                     ITO solver on its decoder; .safetensors output holds
                                     feature_acts and recon, .npy output holds feature_acts
+  saeplug export-cvec --sae PATH --layer L --out FILE.gguf [--feature F:C]... [--vector V.npy [--coef C]]
+                 [--model-hint NAME]  llama.cpp control vector: direction.L = sum C*d_F (+ C*V)
+  saeplug decompose --sae PATH --vector V.npy [--k K] [--solver omp|gp|mp]
+                                    express a steering vector in SAE features (signed ITO)
   saeplug sweep [PATH --input X.(safetensors|npy) [--tensor NAME]] [--k 4,8,16,32]
                                     L0 and FVU of the encoder vs MP/OMP/GP at each k
                                     (no PATH: a synthetic SAE with sparse planted data)
@@ -70,6 +74,8 @@ fn run(args: &[String]) -> Result<()> {
         Some("inspect") => inspect(args.get(1).ok_or_else(|| usage("inspect needs PATH"))?),
         Some("encode") => encode(args),
         Some("sweep") => sweep(args),
+        Some("export-cvec") => export_cvec(args),
+        Some("decompose") => decompose(args),
         Some("bench") => bench::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             print!("{USAGE}");
@@ -279,5 +285,86 @@ fn demo() -> Result<()> {
         source: e,
     })?;
     println!("\nok");
+    Ok(())
+}
+
+/// All values of a repeatable `--name value` option.
+fn opts<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+fn parse_feature(s: &str) -> Result<(usize, f32)> {
+    let bad = || Error::InvalidArgument(format!("--feature expects F:C, got '{s}'"));
+    let (f, c) = s.split_once(':').ok_or_else(bad)?;
+    Ok((f.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?))
+}
+
+fn export_cvec(args: &[String]) -> Result<()> {
+    let sae = Sae::open(opt(args, "--sae").ok_or_else(|| usage("export-cvec needs --sae"))?)?;
+    let layer: u32 = opt(args, "--layer")
+        .ok_or_else(|| usage("export-cvec needs --layer"))?
+        .parse()
+        .map_err(|_| usage("--layer expects a number"))?;
+    let out = PathBuf::from(opt(args, "--out").ok_or_else(|| usage("export-cvec needs --out"))?);
+    let features: Vec<(usize, f32)> = opts(args, "--feature")
+        .into_iter()
+        .map(parse_feature)
+        .collect::<Result<_>>()?;
+    if let Some(&(f, _)) = features.iter().find(|(f, _)| *f >= sae.d_sae()) {
+        return Err(Error::InvalidArgument(format!(
+            "feature {f} >= d_sae {}",
+            sae.d_sae()
+        )));
+    }
+    let mut v = saeplug::hook::recompose(&sae, &features);
+    if let Some(p) = opt(args, "--vector") {
+        let (x, _) = read_input(Path::new(p), None)?;
+        if x.len() != sae.d_in() {
+            return Err(Error::InvalidArgument(format!(
+                "--vector has {} values, d_in is {}",
+                x.len(),
+                sae.d_in()
+            )));
+        }
+        let c: f32 = opt(args, "--coef")
+            .unwrap_or("1")
+            .parse()
+            .map_err(|_| usage("--coef expects a number"))?;
+        v.iter_mut().zip(&x).for_each(|(a, b)| *a += c * b);
+    }
+    let hint = opt(args, "--model-hint").unwrap_or("saeplug");
+    saeplug::cvec::write_control_vector(&out, hint, &[(layer, v)])?;
+    println!(
+        "wrote {} (direction.{layer}, {} floats)",
+        out.display(),
+        sae.d_in()
+    );
+    Ok(())
+}
+
+fn decompose(args: &[String]) -> Result<()> {
+    let sae = Sae::open(opt(args, "--sae").ok_or_else(|| usage("decompose needs --sae"))?)?;
+    let (v, _) = read_input(
+        Path::new(opt(args, "--vector").ok_or_else(|| usage("decompose needs --vector"))?),
+        None,
+    )?;
+    let mut p = SolverParams::new(
+        Solver::parse(opt(args, "--solver").unwrap_or("omp"))?,
+        opt_usize(args, "--k", 16)?,
+    );
+    p.nonnegative = false;
+    let d = saeplug::hook::decompose_vector(&sae, &v, &p)?;
+    println!(
+        "cosine {:.4}, relative error {:.4}, {} features:",
+        d.cosine,
+        d.rel_error,
+        d.features.len()
+    );
+    for (i, c) in &d.features {
+        println!("  #{i:<8} {c:+.4}");
+    }
     Ok(())
 }

@@ -23,8 +23,10 @@
 //! ```
 
 pub mod backend;
+pub mod cvec;
 mod error;
 pub mod format;
+pub mod hook;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;

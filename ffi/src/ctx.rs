@@ -70,6 +70,12 @@ pub unsafe extern "C" fn saeplug_ctx_new(
     }
 }
 
+impl saeplug_ctx {
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+}
+
 /// Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
 /// (NULL `ctx` gives "").
 ///

