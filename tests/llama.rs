@@ -299,17 +299,34 @@ fn steering_smollm2_through_the_plugin() {
         "--record",
         &p(&rec1),
     ]);
+    // Where the feature fired before, it now measures exactly the target (error-
+    // preserving clamp: x + (v - f) d; where it was off, ReLU had clipped a negative
+    // pre-activation p and the measurement is p + v, as in SAELens).
     let r1 = json(&rec1);
-    let n_tok = r1["tokens"].as_u64().unwrap();
-    assert_eq!(
-        r1["firing_count"][g].as_u64(),
-        Some(n_tok),
-        "clamped feature fires everywhere"
-    );
-    let m = r1["mean_when_firing"][g].as_f64().unwrap();
+    let fired_before: Vec<u64> = r0["top"][g.to_string()]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[0].as_u64().unwrap())
+        .collect();
+    assert!(fired_before.contains(&last));
+    let after: std::collections::HashMap<u64, f64> = r1["top"][g.to_string()]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t[0].as_u64().unwrap(), t[1].as_f64().unwrap()))
+        .collect();
+    for pos in &fired_before {
+        let m = after.get(pos).copied().unwrap_or(0.0);
+        assert!(
+            (m - target).abs() <= 1e-3 * target,
+            "position {pos}: measured {m} vs target {target}"
+        );
+    }
+    // Generated positions (after the prompt) are steered too.
     assert!(
-        (m - target).abs() <= 1e-3 * target,
-        "measured {m} vs target {target}"
+        after.keys().any(|&p| p > last),
+        "no generated position measured the clamp"
     );
     assert_ne!(
         tokens(&s_gen),

@@ -8,6 +8,7 @@
  *          [--capture OUT.bin --capture-layer L]   raw l_out rows of every batch
  *          [--dump-logits OUT.bin]                 last prompt position's logits (f32)
  * Prints the generated text, then "TOKENS: ..." and "TOKENS_PER_SECOND: x". */
+#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
