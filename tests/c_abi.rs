@@ -146,6 +146,37 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
 }
 
 #[test]
+fn cpp_wrapper_consumer_with_sanitizers() {
+    let libdir = ffi_libs();
+    let out = scratch("cpp");
+    let exe = out.join("basic_cpp");
+    run(Command::new("g++")
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-g",
+        ])
+        .args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ])
+        .arg(format!("-I{}", repo_root().join("include").display()))
+        .arg(format!("-I{}", repo_root().join("bindings/cxx").display()))
+        .arg(repo_root().join("tests/cpp/basic.cc"))
+        .arg(libdir.join("libsaeplug_ffi.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe));
+    for case in ["standard", "gated"] {
+        let o = run(Command::new(&exe).args(fixture_args(case, &out)));
+        assert!(o.contains("c++ consumer: all checks passed"), "{case}: {o}");
+    }
+}
+
+#[test]
 fn header_compiles_as_c99_and_cpp17_and_twice() {
     let out = scratch("header");
     let inc = format!("-I{}", repo_root().join("include").display());

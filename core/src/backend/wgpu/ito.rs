@@ -13,7 +13,7 @@ use crate::solve::{SolveInfo, Solver, SolverParams};
 impl WgpuBackend {
     /// Solve like [`crate::solve::solve`] on the GPU (matching pursuit and gradient
     /// pursuit; OMP's per-row Cholesky refits stay on the CPU: `Unsupported`).
-    /// Needs W_dec to fit one storage binding.
+    /// W_dec and W_dec^T are used in chunks under the adapter's binding limit.
     pub fn solve(
         &self,
         sae: &Sae,
@@ -34,13 +34,6 @@ impl WgpuBackend {
         let n = rows_of(sae, x)?;
         let (d, ds, k) = (sae.d_in(), sae.d_sae(), p.k_max);
         let g = self.gpu_sae(sae)?;
-        if g.dec.len() != 1 {
-            return Err(Error::Unsupported(format!(
-                "GPU ITO needs W_dec ({} bytes) in one storage binding (limit {})",
-                4 * d * ds,
-                self.max_chunk
-            )));
-        }
         let width = self.chunk_width(d, ds)?;
         let dec_t = g.dec_t.get_or_init(|| {
             self.column_chunks(
@@ -92,7 +85,6 @@ impl WgpuBackend {
                     coef: p.tol,
                     ..Default::default()
                 };
-                let w_dec = &g.dec[0].2;
                 let mut enc = self.encoder();
                 for _ in 0..k {
                     for (c0, cw, wbuf) in dec_t.iter() {
@@ -119,22 +111,30 @@ impl WgpuBackend {
                         (rows as u32, 1, 1),
                     );
                     if mode == 0 {
-                        // Direction reads support, count and done only.
-                        let b = [
-                            (1, &s_buf),
-                            (3, &n_buf),
-                            (4, &d_buf),
-                            (6, &qbuf),
-                            (7, w_dec),
-                            (8, &dir),
-                        ];
-                        self.dispatch_at(
-                            &mut enc,
-                            &sh::ITO_DIRECTION,
-                            &base,
-                            &b,
-                            self.groups_1d(rows * d)?,
-                        );
+                        // Direction reads support, count and done only; one pass per W_dec chunk.
+                        for (ci, (lo, nr, wbuf)) in g.dec.iter().enumerate() {
+                            let pd = Params {
+                                lo: *lo as u32,
+                                hi: (*lo + *nr) as u32,
+                                flags: if ci > 0 { 2 } else { 0 },
+                                ..base
+                            };
+                            let b = [
+                                (1, &s_buf),
+                                (3, &n_buf),
+                                (4, &d_buf),
+                                (6, &qbuf),
+                                (7, wbuf),
+                                (8, &dir),
+                            ];
+                            self.dispatch_at(
+                                &mut enc,
+                                &sh::ITO_DIRECTION,
+                                &pd,
+                                &b,
+                                self.groups_1d(rows * d)?,
+                            );
+                        }
                         self.dispatch(
                             &mut enc,
                             &sh::ITO_LINESEARCH,
@@ -143,22 +143,30 @@ impl WgpuBackend {
                             (rows as u32, 1, 1),
                         );
                     }
-                    // Residual reads support, coef and count only.
-                    let b = [
-                        (1, &s_buf),
-                        (2, &c_buf),
-                        (3, &n_buf),
-                        (6, &xbuf),
-                        (7, w_dec),
-                        (8, &rbuf),
-                    ];
-                    self.dispatch_at(
-                        &mut enc,
-                        &sh::ITO_RESIDUAL,
-                        &base,
-                        &b,
-                        self.groups_1d(rows * d)?,
-                    );
+                    // Residual reads support, coef and count only; one pass per W_dec chunk.
+                    for (ci, (lo, nr, wbuf)) in g.dec.iter().enumerate() {
+                        let pr = Params {
+                            lo: *lo as u32,
+                            hi: (*lo + *nr) as u32,
+                            flags: if ci > 0 { 2 } else { 0 },
+                            ..base
+                        };
+                        let b = [
+                            (1, &s_buf),
+                            (2, &c_buf),
+                            (3, &n_buf),
+                            (6, &xbuf),
+                            (7, wbuf),
+                            (8, &rbuf),
+                        ];
+                        self.dispatch_at(
+                            &mut enc,
+                            &sh::ITO_RESIDUAL,
+                            &pr,
+                            &b,
+                            self.groups_1d(rows * d)?,
+                        );
+                    }
                 }
                 self.queue.submit([enc.finish()]);
                 self.read_into(&s_buf, &mut support[r0 * k..(r0 + rows) * k])?;
