@@ -91,3 +91,66 @@ fn inspect_and_encode_a_fixture() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tensor"));
 }
+
+#[test]
+fn steer_sweep_export_and_decompose_commands() {
+    let dir = saelens_fixtures().join("standard");
+    let io = fixture_io(&dir);
+    let out = scratch("cli-steer");
+    let x_npy = out.join("x.npy");
+    saeplug::weights::write_npy(&x_npy, &[io.n, 64], &io.x).unwrap();
+    let y_npy = out.join("y.npy");
+    // Ablate feature 3 on every row; the library's own edit gives the same result.
+    ok(saeplug()
+        .arg("steer")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&x_npy)
+        .arg("--output")
+        .arg(&y_npy)
+        .args(["--ablate", "3"]));
+    let y = read_npy(&y_npy).unwrap();
+    let sae = saeplug::Sae::open(&dir).unwrap();
+    let mut want = io.x.clone();
+    saeplug::steer::apply_edits(
+        &sae,
+        &mut want,
+        &[saeplug::steer::Edit::Ablate { feature: 3 }],
+        None,
+    )
+    .unwrap();
+    assert_eq!(y.as_slice(), &want[..]);
+    assert!(ok(saeplug().args(["sweep", "--k", "4,8"])).contains("gp"));
+    let cv = out.join("cv.gguf");
+    ok(saeplug()
+        .arg("export-cvec")
+        .arg("--sae")
+        .arg(&dir)
+        .args(["--layer", "2", "--feature", "5:1.5", "--out"])
+        .arg(&cv));
+    assert_eq!(&std::fs::read(&cv).unwrap()[..4], b"GGUF");
+    let v_npy = out.join("v.npy");
+    let v = saeplug::hook::recompose(&sae, &[(5, 1.5), (17, -0.5)]);
+    saeplug::weights::write_npy(&v_npy, &[64], &v).unwrap();
+    let d = ok(saeplug()
+        .arg("decompose")
+        .arg("--sae")
+        .arg(&dir)
+        .arg("--vector")
+        .arg(&v_npy)
+        .args(["--k", "2"]));
+    assert!(d.contains("#5") && d.contains("#17"), "{d}");
+    // Bad edits are errors, not panics.
+    let o = saeplug()
+        .arg("steer")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&x_npy)
+        .arg("--output")
+        .arg(&y_npy)
+        .args(["--clamp", "999:1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("999"));
+}

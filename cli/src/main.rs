@@ -24,6 +24,9 @@ usage:
                                     encode activations [n, d_in] with the SAE's encoder or an
                                     ITO solver on its decoder; .safetensors output holds
                                     feature_acts and recon, .npy output holds feature_acts
+  saeplug steer PATH --input X.npy --output Y.npy [--clamp F:V] [--ablate F] [--scale F:S]
+                 [--add F:C] [--positions all|last|first:P] [--replace with-error|recon]
+                 [--solver mp|omp|gp --k K]   edit activations [n, d_in] through the SAE
   saeplug export-cvec --sae PATH --layer L --out FILE.gguf [--feature F:C]... [--vector V.npy [--coef C]]
                  [--model-hint NAME]  llama.cpp control vector: direction.L = sum C*d_F (+ C*V)
   saeplug decompose --sae PATH --vector V.npy [--k K] [--solver omp|gp|mp]
@@ -75,6 +78,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("encode") => encode(args),
         Some("sweep") => sweep(args),
         Some("export-cvec") => export_cvec(args),
+        Some("steer") => steer_cmd(args),
         Some("decompose") => decompose(args),
         Some("bench") => bench::run(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
@@ -366,5 +370,67 @@ fn decompose(args: &[String]) -> Result<()> {
     for (i, c) in &d.features {
         println!("  #{i:<8} {c:+.4}");
     }
+    Ok(())
+}
+
+fn steer_cmd(args: &[String]) -> Result<()> {
+    use saeplug::hook::{Hook, Positions, Replace};
+    use saeplug::steer::{Edit, FeatureSource};
+    let path = args.get(1).ok_or_else(|| usage("steer needs PATH"))?;
+    let input = PathBuf::from(opt(args, "--input").ok_or_else(|| usage("steer needs --input"))?);
+    let output = PathBuf::from(opt(args, "--output").ok_or_else(|| usage("steer needs --output"))?);
+    let sae = std::sync::Arc::new(Sae::open(path)?);
+    let (mut x, shape) = read_input(&input, opt(args, "--tensor"))?;
+    let mut hook = Hook::new(std::sync::Arc::clone(&sae), 0);
+    for (name, make) in [("--clamp", 1u8), ("--scale", 2), ("--add", 3)] {
+        for v in opts(args, name) {
+            let (feature, c) = parse_feature(v)?;
+            hook.edits.push(match make {
+                1 => Edit::Clamp { feature, value: c },
+                2 => Edit::Scale { feature, factor: c },
+                _ => Edit::AddFeature { feature, coef: c },
+            });
+        }
+    }
+    for v in opts(args, "--ablate") {
+        let feature = v
+            .parse()
+            .map_err(|_| usage("--ablate expects a feature index"))?;
+        hook.edits.push(Edit::Ablate { feature });
+    }
+    hook.positions = match opt(args, "--positions").unwrap_or("all") {
+        "all" => Positions::All,
+        "last" => Positions::Last,
+        p => match p.strip_prefix("first:").and_then(|n| n.parse().ok()) {
+            Some(n) => Positions::First(n),
+            None => return Err(usage("--positions expects all, last or first:P")),
+        },
+    };
+    hook.replace = match opt(args, "--replace") {
+        None => Replace::None,
+        Some("with-error") => Replace::WithError,
+        Some("recon") => Replace::ReconstructionOnly,
+        Some(_) => return Err(usage("--replace expects with-error or recon")),
+    };
+    if let Some(s) = opt(args, "--solver") {
+        hook.source = FeatureSource::Solver(SolverParams::new(
+            Solver::parse(s)?,
+            opt_usize(args, "--k", 32)?,
+        ));
+    }
+    let before = x.clone();
+    hook.apply(&CpuBackend::default(), &mut x, 0)?;
+    write_npy(&output, &shape, &x)?;
+    let moved = x
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "applied {} edit(s) to {} rows (max change {moved:.4}) -> {}",
+        hook.edits.len(),
+        x.len() / sae.d_in(),
+        output.display()
+    );
     Ok(())
 }
