@@ -177,6 +177,45 @@ fn cpp_wrapper_consumer_with_sanitizers() {
 }
 
 #[test]
+fn cxx_bridge_consumer_with_sanitizers() {
+    let release = !cfg!(debug_assertions);
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(repo_root())
+        .args(["build", "-q", "-p", "saeplug-cxx"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let lib = target
+        .join(if release { "release" } else { "debug" })
+        .join("libsaeplug_cxx.a");
+    let out = scratch("cxx");
+    let exe = out.join("bridge");
+    run(Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"])
+        .args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ])
+        .arg(format!("-I{}", target.join("cxxbridge").display()))
+        .arg(repo_root().join("tests/cpp/bridge.cc"))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe));
+    for case in ["standard", "topk"] {
+        let o = run(Command::new(&exe).args(fixture_args(case, &out)));
+        assert!(
+            o.contains("cxx bridge consumer: all checks passed"),
+            "{case}: {o}"
+        );
+    }
+}
+
+#[test]
 fn header_compiles_as_c99_and_cpp17_and_twice() {
     let out = scratch("header");
     let inc = format!("-I{}", repo_root().join("include").display());

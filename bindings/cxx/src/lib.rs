@@ -1,0 +1,105 @@
+//! cxx bridge: C++ engines built statically get RAII types over the saeplug core.
+//! `rust::Box<Sae>` and friends free themselves; `Result` errors become C++
+//! exceptions (`rust::Error`). Every bridge function calls only non-panicking core
+//! code (errors are values), as cxx aborts on a panic. Link this crate's staticlib
+//! *instead of* saeplug-ffi's, never both.
+
+use std::sync::Arc;
+
+use saeplug::Backend;
+
+/// An SAE (shared, immutable).
+pub struct Sae(Arc<saeplug::Sae>);
+/// A CPU compute context.
+pub struct Context(saeplug::CpuBackend);
+/// A steering hook.
+pub struct Hook(saeplug::hook::Hook);
+
+#[cxx::bridge(namespace = "saeplug")]
+mod ffi {
+    extern "Rust" {
+        type Sae;
+        type Context;
+        type Hook;
+
+        /// Open an SAE (SAELens, Gemma Scope, sparsify).
+        fn open_sae(path: &str) -> Result<Box<Sae>>;
+        fn d_in(self: &Sae) -> usize;
+        fn d_sae(self: &Sae) -> usize;
+
+        /// A CPU context with `threads` threads (0 = all cores).
+        fn new_context(threads: usize) -> Box<Context>;
+        /// Dense encode: `out.len() == rows * d_sae`.
+        fn encode(self: &Context, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<()>;
+        /// Decode + denormalise: `out.len() == rows * d_in`.
+        fn reconstruct(self: &Context, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<()>;
+        /// Apply a hook in place; the first row is at absolute position `pos0`.
+        fn apply(self: &Context, hook: &Hook, x: &mut [f32], pos0: usize) -> Result<()>;
+
+        /// A hook on `layer`, all positions, no edits.
+        fn new_hook(sae: &Sae, layer: u32) -> Box<Hook>;
+        fn clamp(self: &mut Hook, feature: usize, value: f32) -> Result<()>;
+        fn ablate(self: &mut Hook, feature: usize) -> Result<()>;
+        fn add_feature(self: &mut Hook, feature: usize, coef: f32) -> Result<()>;
+        fn last_position_only(self: &mut Hook);
+    }
+}
+
+fn open_sae(path: &str) -> Result<Box<Sae>, saeplug::Error> {
+    Ok(Box::new(Sae(Arc::new(saeplug::Sae::open(path)?))))
+}
+
+impl Sae {
+    fn d_in(&self) -> usize {
+        self.0.d_in()
+    }
+    fn d_sae(&self) -> usize {
+        self.0.d_sae()
+    }
+}
+
+fn new_context(threads: usize) -> Box<Context> {
+    Box::new(Context(saeplug::CpuBackend::new(threads)))
+}
+
+impl Context {
+    fn encode(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<(), saeplug::Error> {
+        self.0.encode(&sae.0, x, out).map(|_| ())
+    }
+    fn reconstruct(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<(), saeplug::Error> {
+        let codes = self.0.encode_sparse(&sae.0, x)?;
+        self.0.decode_sparse(&sae.0, &codes, out)
+    }
+    fn apply(&self, hook: &Hook, x: &mut [f32], pos0: usize) -> Result<(), saeplug::Error> {
+        hook.0.apply(&self.0, x, pos0)
+    }
+}
+
+fn new_hook(sae: &Sae, layer: u32) -> Box<Hook> {
+    Box::new(Hook(saeplug::hook::Hook::new(Arc::clone(&sae.0), layer)))
+}
+
+impl Hook {
+    fn push(&mut self, feature: usize, e: saeplug::steer::Edit) -> Result<(), saeplug::Error> {
+        if feature >= self.0.sae.d_sae() {
+            return Err(saeplug::Error::InvalidArgument(format!(
+                "feature {feature} >= d_sae {}",
+                self.0.sae.d_sae()
+            )));
+        }
+        self.0.edits.push(e);
+        Ok(())
+    }
+    fn clamp(&mut self, feature: usize, value: f32) -> Result<(), saeplug::Error> {
+        self.push(feature, saeplug::steer::Edit::Clamp { feature, value })
+    }
+    fn ablate(&mut self, feature: usize) -> Result<(), saeplug::Error> {
+        self.push(feature, saeplug::steer::Edit::Ablate { feature })
+    }
+    fn add_feature(&mut self, feature: usize, coef: f32) -> Result<(), saeplug::Error> {
+        self.push(feature, saeplug::steer::Edit::AddFeature { feature, coef })
+    }
+    fn last_position_only(&mut self) {
+        self.0.positions = saeplug::hook::Positions::Last;
+    }
+}
