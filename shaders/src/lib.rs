@@ -38,6 +38,24 @@ macro_rules! kernel {
     };
 }
 
+/// The same kernel file with f16 weights: `enable f16;` first, then the shared
+/// params, the f16-weight GEMM and the kernel body. Needs SHADER_F16.
+macro_rules! kernel_f16 {
+    ($name:literal, $file:literal) => {
+        Kernel {
+            name: $name,
+            source: concat!(
+                include_str!("../wgsl/common/enable_f16.wgsl"),
+                include_str!("../wgsl/common/params.wgsl"),
+                include_str!("../wgsl/common/gemm_f16.wgsl"),
+                include_str!(concat!("../wgsl/", $file, ".wgsl"))
+            ),
+            entry: "main",
+            wg_size: WG_SIZE,
+        }
+    };
+}
+
 /// Fused encoder GEMM + bias + ReLU (standard SAEs).
 pub const ENCODE_STANDARD: Kernel = kernel!("encode_standard", "gemm");
 /// Fused encoder GEMM + bias + JumpReLU.
@@ -70,7 +88,24 @@ pub const ITO_LINESEARCH: Kernel = kernel!("ito_linesearch", "ito_state");
 /// ITO residual `R = X - A W_dec` on the support.
 pub const ITO_RESIDUAL: Kernel = kernel!("ito_residual", "ito_state");
 
-/// Every kernel.
+/// [`ENCODE_STANDARD`] with W_enc stored as f16.
+pub const ENCODE_STANDARD_F16: Kernel = kernel_f16!("encode_standard_f16", "encode_standard");
+/// [`ENCODE_JUMPRELU`] with W_enc stored as f16.
+pub const ENCODE_JUMPRELU_F16: Kernel = kernel_f16!("encode_jumprelu_f16", "encode_jumprelu");
+/// [`ENCODE_GATED`] with W_enc stored as f16.
+pub const ENCODE_GATED_F16: Kernel = kernel_f16!("encode_gated_f16", "encode_gated");
+/// [`ENCODE_PRE`] with W_enc stored as f16.
+pub const ENCODE_PRE_F16: Kernel = kernel_f16!("encode_pre_f16", "encode_pre");
+
+/// The f16-weight variants (validated with naga's SHADER_FLOAT16 capability).
+pub const ALL_F16: &[Kernel] = &[
+    ENCODE_STANDARD_F16,
+    ENCODE_JUMPRELU_F16,
+    ENCODE_GATED_F16,
+    ENCODE_PRE_F16,
+];
+
+/// Every kernel that needs no optional feature.
 pub const ALL: &[Kernel] = &[
     ENCODE_STANDARD,
     ENCODE_JUMPRELU,

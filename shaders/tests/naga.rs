@@ -33,6 +33,30 @@ fn every_kernel_validates_and_emits_spirv() {
 }
 
 #[test]
+fn f16_variants_validate_with_the_float16_capability_and_emit_spirv() {
+    assert_eq!(saeplug_shaders::ALL_F16.len(), 4);
+    for k in saeplug_shaders::ALL_F16 {
+        let module = naga::front::wgsl::parse_str(k.source)
+            .unwrap_or_else(|e| panic!("{}:\n{}", k.name, e.emit_to_string(k.source)));
+        // Without the capability the validator must refuse it ...
+        assert!(
+            Validator::new(ValidationFlags::all(), Capabilities::empty())
+                .validate(&module)
+                .is_err(),
+            "{} validated without SHADER_FLOAT16",
+            k.name
+        );
+        // ... and accept it with it.
+        let info = Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", k.name, e.emit_to_string(k.source)));
+        assert_eq!(module.entry_points[0].workgroup_size, [k.wg_size, 1, 1]);
+        naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+            .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", k.name));
+    }
+}
+
+#[test]
 fn params_layout_is_64_bytes() {
     // The Rust mirror (core backend::wgpu::Params) is 16 x 4 bytes.
     let m = naga::front::wgsl::parse_str(saeplug_shaders::DECODE_SPARSE.source).unwrap();

@@ -230,21 +230,33 @@ impl WgpuBackend {
                 match sae.config().architecture {
                     Architecture::Standard => self.dispatch(
                         &mut enc,
-                        &sh::ENCODE_STANDARD,
+                        if self.f16 {
+                            &sh::ENCODE_STANDARD_F16
+                        } else {
+                            &sh::ENCODE_STANDARD
+                        },
                         &p,
                         &[&xbuf, wbuf, &g.b_enc, &obuf],
                         groups,
                     ),
                     Architecture::JumpRelu => self.dispatch(
                         &mut enc,
-                        &sh::ENCODE_JUMPRELU,
+                        if self.f16 {
+                            &sh::ENCODE_JUMPRELU_F16
+                        } else {
+                            &sh::ENCODE_JUMPRELU
+                        },
                         &p,
                         &[&xbuf, wbuf, &g.b_enc, &g.aux, &obuf],
                         groups,
                     ),
                     Architecture::Gated => self.dispatch(
                         &mut enc,
-                        &sh::ENCODE_GATED,
+                        if self.f16 {
+                            &sh::ENCODE_GATED_F16
+                        } else {
+                            &sh::ENCODE_GATED
+                        },
                         &p,
                         &[&xbuf, wbuf, &g.b_enc, &g.aux, &g.aux2, &obuf],
                         groups,
@@ -256,7 +268,11 @@ impl WgpuBackend {
                         p.flags = rescale_by_decoder_norm as u32;
                         self.dispatch(
                             &mut enc,
-                            &sh::ENCODE_PRE,
+                            if self.f16 {
+                                &sh::ENCODE_PRE_F16
+                            } else {
+                                &sh::ENCODE_PRE
+                            },
                             &p,
                             &[&xbuf, wbuf, &g.b_enc, &g.aux, &obuf],
                             groups,

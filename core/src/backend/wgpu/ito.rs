@@ -42,6 +42,7 @@ impl WgpuBackend {
                 ds,
                 true,
                 width,
+                false,
                 "W_dec^T chunk",
             )
         });

@@ -51,6 +51,10 @@ pub struct WgpuOptions {
     /// Cap on the bytes of one weight chunk (tests use it to force chunking);
     /// the adapter's `max_storage_buffer_binding_size` always applies.
     pub max_chunk_bytes: Option<u64>,
+    /// Store encoder weights as f16 on the device (half the memory and bandwidth;
+    /// weights are rounded to f16). Needs the adapter feature SHADER_F16: `new`
+    /// fails with `Unsupported` without it.
+    pub f16_weights: bool,
 }
 
 /// Poll a future that native wgpu resolves without a reactor.
@@ -90,6 +94,8 @@ pub struct WgpuBackend {
     info: wgpu::AdapterInfo,
     pub(crate) max_chunk: u64,
     pub(crate) max_groups: u32,
+    /// Encoder weights stored as f16 (SHADER_F16 kernels).
+    pub(crate) f16: bool,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     saes: Mutex<HashMap<u64, Arc<GpuSae>>>,
     pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
@@ -144,9 +150,19 @@ impl WgpuBackend {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let mut required_features = wgpu::Features::empty();
+        if opts.f16_weights {
+            if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+                return Err(Error::Unsupported(format!(
+                    "f16 weights need SHADER_F16, which adapter '{}' lacks",
+                    info.name
+                )));
+            }
+            required_features |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("saeplug"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -166,6 +182,7 @@ impl WgpuBackend {
             device,
             queue,
             info,
+            f16: opts.f16_weights,
             max_chunk,
             max_groups: limits.max_compute_workgroups_per_dimension,
             pipelines: Mutex::default(),
@@ -177,6 +194,11 @@ impl WgpuBackend {
     /// The adapter in use.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// True when encoder weights are stored as f16 on the device.
+    pub fn f16_weights(&self) -> bool {
+        self.f16
     }
 
     /// Bytes of the largest weight chunk bound at once.
@@ -236,7 +258,11 @@ impl WgpuBackend {
     }
 
     /// Upload a `[d, ds]` matrix (stored `[ds, d]` when `transposed`) as dense
-    /// column chunks `(first column, width, buffer [d, width])`.
+    /// column chunks `(first column, width, buffer [d, width])`, in f16 when `half`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a matrix view, its layout and the upload format"
+    )]
     pub(crate) fn column_chunks(
         &self,
         m: &[f32],
@@ -244,6 +270,7 @@ impl WgpuBackend {
         ds: usize,
         transposed: bool,
         width: usize,
+        half: bool,
         label: &str,
     ) -> Vec<(usize, usize, wgpu::Buffer)> {
         let mut out = Vec::new();
@@ -257,7 +284,19 @@ impl WgpuBackend {
                     chunk.extend_from_slice(&m[j * ds + c0..j * ds + c0 + cw]);
                 }
             }
-            out.push((c0, cw, self.storage(&chunk, label)));
+            let buf = if half {
+                let mut h: Vec<u16> = chunk
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_bits())
+                    .collect();
+                if h.len() % 2 == 1 {
+                    h.push(0); // storage buffers are sized in 4-byte words
+                }
+                self.storage(&h, label)
+            } else {
+                self.storage(&chunk, label)
+            };
+            out.push((c0, cw, buf));
         }
         out
     }
@@ -268,7 +307,21 @@ impl WgpuBackend {
         let width = self.chunk_width(d, ds)?;
         let w = sae.weights();
         let transposed = sae.enc_layout == EncLayout::SaeByIn;
-        let enc = self.column_chunks(w.w_enc.as_slice(), d, ds, transposed, width, "W_enc chunk");
+        // f16 chunks hold twice the columns under the same byte limit.
+        let width = if self.f16 {
+            (2 * width).min(ds.next_multiple_of(64))
+        } else {
+            width
+        };
+        let enc = self.column_chunks(
+            w.w_enc.as_slice(),
+            d,
+            ds,
+            transposed,
+            width,
+            self.f16,
+            "W_enc chunk",
+        );
         let rows = (self.max_chunk / row_bytes) as usize;
         let wd = w.w_dec.as_slice();
         let dec = (0..ds)
