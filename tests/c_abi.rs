@@ -9,19 +9,6 @@ use std::process::Command;
 use common::*;
 use saeplug::weights::SafeTensors;
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
-    out
-}
-
 /// Build saeplug-ffi's static and shared libraries with the profile of this test.
 fn ffi_libs() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -34,7 +21,7 @@ fn ffi_libs() -> PathBuf {
     if release {
         c.arg("--release");
     }
-    run(&mut c);
+    run_ok(&mut c);
     let dir = target.join(if release { "release" } else { "debug" });
     for f in ["libsaeplug_ffi.a", "libsaeplug_ffi.so"] {
         assert!(dir.join(f).is_file(), "{} missing", dir.join(f).display());
@@ -74,7 +61,7 @@ fn compile(out: &Path, name: &str, extra: &[&str], libs: &[String]) -> PathBuf {
         .args(libs)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe);
-    run(&mut c);
+    run_ok(&mut c);
     exe
 }
 
@@ -103,9 +90,11 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
     for case in ["standard", "topk", "gated", "jumprelu"] {
         let args = fixture_args(case, &out);
         for exe in [&stat, &shared, &asan] {
-            let o = run(Command::new(exe)
-                .args(&args)
-                .env("ASAN_OPTIONS", "detect_leaks=1"));
+            let o = run_ok(
+                Command::new(exe)
+                    .args(&args)
+                    .env("ASAN_OPTIONS", "detect_leaks=1"),
+            );
             assert!(
                 o.contains("all checks passed"),
                 "{case} {}: {o}",
@@ -118,7 +107,7 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
         for case in ["standard", "topk", "gated", "jumprelu"] {
             let mut args = fixture_args(case, &out);
             args.push("gpu".into());
-            let o = run(Command::new(&stat).args(&args));
+            let o = run_ok(Command::new(&stat).args(&args));
             assert!(o.contains("(gpu): all checks passed"), "{case} gpu: {o}");
         }
     }
@@ -133,15 +122,17 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
         have_valgrind,
         "valgrind is required (apt-get install valgrind), or set SAEPLUG_ALLOW_NO_VALGRIND=1"
     );
-    let o = run(Command::new("valgrind")
-        .args([
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--quiet",
-        ])
-        .arg(&shared)
-        .args(&args));
+    let o = run_ok(
+        Command::new("valgrind")
+            .args([
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "--quiet",
+            ])
+            .arg(&shared)
+            .args(&args),
+    );
     assert!(o.contains("all checks passed"), "{o}");
 }
 
@@ -150,28 +141,30 @@ fn cpp_wrapper_consumer_with_sanitizers() {
     let libdir = ffi_libs();
     let out = scratch("cpp");
     let exe = out.join("basic_cpp");
-    run(Command::new("g++")
-        .args([
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-g",
-        ])
-        .args([
-            "-fsanitize=address,undefined",
-            "-fno-omit-frame-pointer",
-            "-fno-sanitize-recover=all",
-        ])
-        .arg(format!("-I{}", repo_root().join("include").display()))
-        .arg(format!("-I{}", repo_root().join("bindings/cxx").display()))
-        .arg(repo_root().join("tests/cpp/basic.cc"))
-        .arg(libdir.join("libsaeplug_ffi.a"))
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe));
+    run_ok(
+        Command::new("g++")
+            .args([
+                "-std=c++17",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-g",
+            ])
+            .args([
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+            ])
+            .arg(format!("-I{}", repo_root().join("include").display()))
+            .arg(format!("-I{}", repo_root().join("bindings/cxx").display()))
+            .arg(repo_root().join("tests/cpp/basic.cc"))
+            .arg(libdir.join("libsaeplug_ffi.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&exe),
+    );
     for case in ["standard", "gated"] {
-        let o = run(Command::new(&exe).args(fixture_args(case, &out)));
+        let o = run_ok(Command::new(&exe).args(fixture_args(case, &out)));
         assert!(o.contains("c++ consumer: all checks passed"), "{case}: {o}");
     }
 }
@@ -185,7 +178,7 @@ fn cxx_bridge_consumer_with_sanitizers() {
     if release {
         c.arg("--release");
     }
-    run(&mut c);
+    run_ok(&mut c);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
@@ -194,20 +187,22 @@ fn cxx_bridge_consumer_with_sanitizers() {
         .join("libsaeplug_cxx.a");
     let out = scratch("cxx");
     let exe = out.join("bridge");
-    run(Command::new("g++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"])
-        .args([
-            "-fsanitize=address,undefined",
-            "-fno-omit-frame-pointer",
-            "-fno-sanitize-recover=all",
-        ])
-        .arg(format!("-I{}", target.join("cxxbridge").display()))
-        .arg(repo_root().join("tests/cpp/bridge.cc"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe));
+    run_ok(
+        Command::new("g++")
+            .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"])
+            .args([
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+            ])
+            .arg(format!("-I{}", target.join("cxxbridge").display()))
+            .arg(repo_root().join("tests/cpp/bridge.cc"))
+            .arg(&lib)
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&exe),
+    );
     for case in ["standard", "topk"] {
-        let o = run(Command::new(&exe).args(fixture_args(case, &out)));
+        let o = run_ok(Command::new(&exe).args(fixture_args(case, &out)));
         assert!(
             o.contains("cxx bridge consumer: all checks passed"),
             "{case}: {o}"
@@ -225,22 +220,26 @@ fn header_compiles_as_c99_and_cpp17_and_twice() {
         "#include \"saeplug.h\"\n#include \"saeplug.h\"\nint main(void) { return (int)SAEPLUG_STATUS_OK; }\n",
     )
     .unwrap();
-    run(Command::new("gcc")
-        .args(WARN)
-        .arg(&inc)
-        .args(["-fsyntax-only"])
-        .arg(&src));
+    run_ok(
+        Command::new("gcc")
+            .args(WARN)
+            .arg(&inc)
+            .args(["-fsyntax-only"])
+            .arg(&src),
+    );
     let cpp = out.join("twice.cc");
     std::fs::copy(&src, &cpp).unwrap();
-    run(Command::new("g++")
-        .args([
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-fsyntax-only",
-        ])
-        .arg(&inc)
-        .arg(&cpp));
+    run_ok(
+        Command::new("g++")
+            .args([
+                "-std=c++17",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-fsyntax-only",
+            ])
+            .arg(&inc)
+            .arg(&cpp),
+    );
 }

@@ -7,19 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let s = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed:\n{s}");
-    s
-}
-
 #[test]
 fn installed_library_builds_with_cmake_and_pkg_config() {
     let out = scratch("install");
@@ -29,10 +16,12 @@ fn installed_library_builds_with_cmake_and_pkg_config() {
     } else {
         "release"
     };
-    run(Command::new("bash")
-        .arg(repo_root().join("scripts/install.sh"))
-        .arg(&prefix)
-        .env("SAEPLUG_PROFILE", profile));
+    run_ok(
+        Command::new("bash")
+            .arg(repo_root().join("scripts/install.sh"))
+            .arg(&prefix)
+            .env("SAEPLUG_PROFILE", profile),
+    );
     for f in [
         "include/saeplug.h",
         "include/saeplug.hpp",
@@ -45,13 +34,15 @@ fn installed_library_builds_with_cmake_and_pkg_config() {
     }
     // CMake consumer.
     let build = out.join("build");
-    run(Command::new("cmake")
-        .arg("-S")
-        .arg(repo_root().join("tests/cmake-consumer"))
-        .arg("-B")
-        .arg(&build)
-        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
-    run(Command::new("cmake").arg("--build").arg(&build));
+    run_ok(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(repo_root().join("tests/cmake-consumer"))
+            .arg("-B")
+            .arg(&build)
+            .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())),
+    );
+    run_ok(Command::new("cmake").arg("--build").arg(&build));
     // The consumer is tests/c/basic.c: run it on a fixture.
     let dir = saelens_fixtures().join("standard");
     let st = saeplug::weights::SafeTensors::open(&dir.join("io.safetensors")).unwrap();
@@ -70,9 +61,11 @@ fn installed_library_builds_with_cmake_and_pkg_config() {
     }
     args.push(st.tensors["x"].shape[0].to_string());
     for exe in ["consumer_shared", "consumer_static"] {
-        let o = run(Command::new(build.join(exe))
-            .args(&args)
-            .env("LD_LIBRARY_PATH", prefix.join("lib")));
+        let o = run_ok(
+            Command::new(build.join(exe))
+                .args(&args)
+                .env("LD_LIBRARY_PATH", prefix.join("lib")),
+        );
         assert!(o.contains("all checks passed"), "{exe}: {o}");
     }
     // pkg-config consumer.
@@ -84,13 +77,15 @@ fn installed_library_builds_with_cmake_and_pkg_config() {
     assert!(pc.status.success());
     let flags = String::from_utf8_lossy(&pc.stdout).into_owned();
     let exe = out.join("pc_consumer");
-    run(Command::new("gcc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
-        .arg(repo_root().join("tests/c/basic.c"))
-        .args(flags.split_whitespace())
-        .arg("-lm")
-        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
-        .arg("-o")
-        .arg(&exe));
-    assert!(run(Command::new(&exe).args(&args)).contains("all checks passed"));
+    run_ok(
+        Command::new("gcc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+            .arg(repo_root().join("tests/c/basic.c"))
+            .args(flags.split_whitespace())
+            .arg("-lm")
+            .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+            .arg("-o")
+            .arg(&exe),
+    );
+    assert!(run_ok(Command::new(&exe).args(&args)).contains("all checks passed"));
 }

@@ -37,19 +37,6 @@ fn llama_dir() -> Option<PathBuf> {
     );
 }
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let s = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed:\n{s}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Build the static saeplug library and compile saeplug-llama against llama.cpp.
 fn build(dir: &Path, out: &Path) -> PathBuf {
     let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
@@ -63,7 +50,7 @@ fn build(dir: &Path, out: &Path) -> PathBuf {
     if profile == "release" {
         c.arg("--release");
     }
-    run(&mut c);
+    run_ok(&mut c);
     let lib = repo_root()
         .join("target")
         .join(profile)
@@ -71,26 +58,28 @@ fn build(dir: &Path, out: &Path) -> PathBuf {
     let bin = dir.join("build/bin");
     let exe = out.join("saeplug-llama");
     let b = repo_root().join("bindings/llama.cpp");
-    run(Command::new("gcc")
-        .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"])
-        .arg(format!("-I{}", repo_root().join("include").display()))
-        .arg(format!("-I{}", dir.join("src/include").display()))
-        .arg(format!("-I{}", dir.join("src/ggml/include").display()))
-        .arg(b.join("saeplug_llama.c"))
-        .arg(b.join("main.c"))
-        .arg(&lib)
-        .arg(format!("-L{}", bin.display()))
-        .args([
-            "-lllama",
-            "-lggml",
-            "-lggml-base",
-            "-lpthread",
-            "-ldl",
-            "-lm",
-        ])
-        .arg(format!("-Wl,-rpath,{}", bin.display()))
-        .arg("-o")
-        .arg(&exe));
+    run_ok(
+        Command::new("gcc")
+            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"])
+            .arg(format!("-I{}", repo_root().join("include").display()))
+            .arg(format!("-I{}", dir.join("src/include").display()))
+            .arg(format!("-I{}", dir.join("src/ggml/include").display()))
+            .arg(b.join("saeplug_llama.c"))
+            .arg(b.join("main.c"))
+            .arg(&lib)
+            .arg(format!("-L{}", bin.display()))
+            .args([
+                "-lllama",
+                "-lggml",
+                "-lggml-base",
+                "-lpthread",
+                "-ldl",
+                "-lm",
+            ])
+            .arg(format!("-Wl,-rpath,{}", bin.display()))
+            .arg("-o")
+            .arg(&exe),
+    );
     exe
 }
 
@@ -134,7 +123,7 @@ fn steering_smollm2_through_the_plugin() {
     let sl = |args: &[&str]| -> String {
         let mut c = Command::new(&exe);
         c.arg("-m").arg(&model).args(["-t", "2"]).args(args);
-        run(&mut c)
+        run_ok(&mut c)
     };
     let prompt = "The history of astronomy begins with ancient observers who tracked the Sun, the Moon and the planets across the sky, and built calendars from their motions.";
     let p = |x: &Path| x.display().to_string();
@@ -154,11 +143,13 @@ fn steering_smollm2_through_the_plugin() {
     let n_embd = 576;
     assert!(floats(&acts).len() >= 20 * n_embd, "capture too short");
     let sae_dir = out.join("sae");
-    run(Command::new("python3")
-        .arg(repo_root().join("tests/py/make_llama_sae.py"))
-        .arg(&acts)
-        .arg(n_embd.to_string())
-        .arg(&sae_dir));
+    run_ok(
+        Command::new("python3")
+            .arg(repo_root().join("tests/py/make_llama_sae.py"))
+            .arg(&acts)
+            .arg(n_embd.to_string())
+            .arg(&sae_dir),
+    );
     let sae = p(&sae_dir);
     let layer = LAYER.to_string();
 
@@ -205,22 +196,24 @@ fn steering_smollm2_through_the_plugin() {
         &p(&a_logits),
     ]);
     let cvec = out.join("cvec.gguf");
-    run(Command::new(repo_root().join(if cfg!(debug_assertions) {
-        "target/debug/saeplug"
-    } else {
-        "target/release/saeplug"
-    }))
-    .args([
-        "export-cvec",
-        "--sae",
-        &sae,
-        "--layer",
-        &layer,
-        "--feature",
-        "0:6.0",
-        "--out",
-        &p(&cvec),
-    ]));
+    run_ok(
+        Command::new(repo_root().join(if cfg!(debug_assertions) {
+            "target/debug/saeplug"
+        } else {
+            "target/release/saeplug"
+        }))
+        .args([
+            "export-cvec",
+            "--sae",
+            &sae,
+            "--layer",
+            &layer,
+            "--feature",
+            "0:6.0",
+            "--out",
+            &p(&cvec),
+        ]),
+    );
     let b_logits = out.join("b.bin");
     sl(&[
         "-p",

@@ -20,6 +20,26 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 }
 
+/// Run a peer script from bench/ with `args`; its stdout is one JSON object.
+fn run_peer(script: &str, args: &[&std::ffi::OsStr]) -> Result<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../bench")
+        .join(script);
+    let o = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Backend(format!("cannot run python3 for the peer: {e}")))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.trim()).map_err(|_| {
+        Error::Backend(format!(
+            "peer {script} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    })
+}
+
 fn bench_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("saeplug-bench-{name}-{}", std::process::id()))
 }
@@ -109,22 +129,11 @@ fn encode(args: &[String]) -> Result<()> {
     if !args.iter().any(|a| a == "--no-peer") {
         let xp = dir.join("x.npy");
         write_npy(&xp, &[batch, d_in], &x)?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_encode.py");
-        let o = Command::new("python3")
-            .arg(&script)
-            .arg(&dir)
-            .arg(&xp)
-            .arg(iters.to_string())
-            .output()
-            .map_err(|e| Error::Backend(format!("cannot run python3 for the peer: {e}")))?;
-        let text = String::from_utf8_lossy(&o.stdout);
-        let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|_| {
-            Error::Backend(format!(
-                "peer failed: {}{}",
-                text,
-                String::from_utf8_lossy(&o.stderr)
-            ))
-        })?;
+        let iters_s = iters.to_string();
+        let v = run_peer(
+            "peer_encode.py",
+            &[dir.as_os_str(), xp.as_os_str(), iters_s.as_ref()],
+        )?;
         let peer_s = v["seconds_per_call"].as_f64().unwrap_or(f64::NAN);
         println!(
             "peer {}: {:.2} ms/call, {:.1} GFLOP/s, L0 {:.0}",
@@ -267,22 +276,11 @@ fn ito(args: &[String]) -> Result<()> {
     }
     let xp = dir.join("x.npy");
     write_npy(&xp, &[rows, d_in], &x)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_omp.py");
-    let o = Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .arg(&xp)
-        .arg(k.to_string())
-        .output()
-        .map_err(|e| Error::Backend(format!("cannot run python3 for the peer: {e}")))?;
-    let text = String::from_utf8_lossy(&o.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|_| {
-        Error::Backend(format!(
-            "peer failed: {}{}",
-            text,
-            String::from_utf8_lossy(&o.stderr)
-        ))
-    })?;
+    let k_s = k.to_string();
+    let v = run_peer(
+        "peer_omp.py",
+        &[dir.as_os_str(), xp.as_os_str(), k_s.as_ref()],
+    )?;
     let gram = v["gram_seconds"].as_f64().unwrap_or(f64::NAN);
     let solve_s = v["solve_seconds"].as_f64().unwrap_or(f64::NAN);
     println!(

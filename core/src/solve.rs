@@ -196,7 +196,37 @@ pub fn solve(
             }
         }
     }
-    // Assemble codes in the SAE's units.
+    let rows = st.iter().map(|s| (&s.support[..], &s.coef[..], s.iters));
+    Ok(assemble(sae, rows, &resid))
+}
+
+/// Feature indices as stored by the CPU (usize) and GPU (u32) solvers.
+pub(crate) trait AsIndex: Copy {
+    fn index(self) -> usize;
+}
+
+impl AsIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+impl AsIndex for u32 {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Codes and info from per-row (support, coefficients, steps) and residuals, in
+/// the SAE's units (sorted indices, zeros dropped; top-k SAEs that rescale by
+/// decoder norms get `a_i ||d_i||`). Shared by the CPU and GPU solvers.
+pub(crate) fn assemble<'a, I: AsIndex + 'a>(
+    sae: &Sae,
+    rows: impl Iterator<Item = (&'a [I], &'a [f32], u32)>,
+    resid: &[f32],
+) -> (SparseCodes, SolveInfo) {
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    let norms = sae.decoder_norms();
     let rescale = matches!(
         sae.config().architecture,
         Architecture::TopK {
@@ -210,12 +240,11 @@ pub fn solve(
         ..Default::default()
     };
     let mut info = SolveInfo::default();
-    for (r, s) in st.iter().enumerate() {
-        let mut pairs: Vec<(usize, f32)> = s
-            .support
+    for ((support, coef, iters), rr) in rows.zip(resid.chunks_exact(d.max(1))) {
+        let mut pairs: Vec<(usize, f32)> = support
             .iter()
-            .copied()
-            .zip(s.coef.iter().copied())
+            .map(|&i| i.index())
+            .zip(coef.iter().copied())
             .filter(|(_, c)| *c != 0.0)
             .collect();
         pairs.sort_by_key(|(i, _)| *i);
@@ -224,11 +253,10 @@ pub fn solve(
             codes.values.push(if rescale { c * norms[i] } else { c });
         }
         codes.row_offsets.push(codes.indices.len());
-        info.iters.push(s.iters);
-        let rr = &resid[r * d..(r + 1) * d];
+        info.iters.push(iters);
         info.residual.push(dot(rr, rr).sqrt());
     }
-    Ok((codes, info))
+    (codes, info)
 }
 
 /// Index of the best atom for residual correlations `q`, or None when no atom

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use saeplug::{Backend, CpuBackend, SparseCodes, WgpuBackend, WgpuOptions};
 
 use crate::error::{FfiError, saeplug_status};
-use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out};
+use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out, write_csr};
 use crate::sae::saeplug_sae;
 
 /// Backend choice for `saeplug_ctx_new`.
@@ -187,18 +187,7 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
         };
         check_shape("x", x.len(), n_rows, sae.d_in())?;
         let codes = ctx.backend.encode_sparse(sae, x)?;
-        let nnz = codes.indices.len();
-        if nnz > capacity {
-            *nnz_out = nnz;
-            return Err(FfiError::new(
-                saeplug_status::BufferTooSmall,
-                format!("sparse codes need capacity {nnz}, got {capacity}"),
-            ));
-        }
-        offs.copy_from_slice(&codes.row_offsets);
-        idx[..nnz].copy_from_slice(&codes.indices);
-        val[..nnz].copy_from_slice(&codes.values);
-        *nnz_out = nnz;
+        write_csr(&codes, offs, idx, val, nnz_out)?;
         Ok(())
     }
 }

@@ -108,3 +108,27 @@ pub(crate) fn check_shape(
         ))),
     }
 }
+
+/// Copy CSR codes into caller buffers, or report the capacity needed
+/// (BUFFER_TOO_SMALL, `*nnz_out` = needed, nothing else written).
+pub(crate) fn write_csr(
+    codes: &saeplug::SparseCodes,
+    offs: &mut [usize],
+    idx: &mut [u32],
+    val: &mut [f32],
+    nnz_out: &mut usize,
+) -> Result<(), FfiError> {
+    let nnz = codes.indices.len();
+    if nnz > idx.len() {
+        *nnz_out = nnz;
+        return Err(FfiError::new(
+            saeplug_status::BufferTooSmall,
+            format!("sparse codes need capacity {nnz}, got {}", idx.len()),
+        ));
+    }
+    offs.copy_from_slice(&codes.row_offsets);
+    idx[..nnz].copy_from_slice(&codes.indices);
+    val[..nnz].copy_from_slice(&codes.values);
+    *nnz_out = nnz;
+    Ok(())
+}

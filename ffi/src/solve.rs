@@ -5,7 +5,7 @@ use saeplug::solve::{Solver, SolverParams, solve};
 
 use crate::ctx::saeplug_ctx;
 use crate::error::{FfiError, saeplug_status};
-use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out};
+use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out, write_csr};
 use crate::sae::saeplug_sae;
 
 /// Solver codes for `saeplug_ctx_solve`.
@@ -82,18 +82,7 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
         p.nonnegative = nonnegative != 0;
         p.tol = tol;
         let (codes, info) = solve(&CpuBackend::default(), sae, x, &p)?;
-        let nnz = codes.indices.len();
-        if nnz > capacity {
-            *nnz_out = nnz;
-            return Err(FfiError::new(
-                saeplug_status::BufferTooSmall,
-                format!("codes need capacity {nnz}, got {capacity}"),
-            ));
-        }
-        offs.copy_from_slice(&codes.row_offsets);
-        idx[..nnz].copy_from_slice(&codes.indices);
-        val[..nnz].copy_from_slice(&codes.values);
-        *nnz_out = nnz;
+        write_csr(&codes, offs, idx, val, nnz_out)?;
         if let Some(it) = it {
             it.copy_from_slice(&info.iters);
         }

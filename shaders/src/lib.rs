@@ -39,7 +39,7 @@ macro_rules! kernel {
 }
 
 /// The same kernel file with f16 weights: `enable f16;` first, then the shared
-/// params, the f16-weight GEMM and the kernel body. Needs SHADER_F16.
+/// params, the f16 right operand, the GEMM and the kernel body. Needs SHADER_F16.
 macro_rules! kernel_f16 {
     ($name:literal, $file:literal) => {
         Kernel {
@@ -47,7 +47,8 @@ macro_rules! kernel_f16 {
             source: concat!(
                 include_str!("../wgsl/common/enable_f16.wgsl"),
                 include_str!("../wgsl/common/params.wgsl"),
-                include_str!("../wgsl/common/gemm_f16.wgsl"),
+                include_str!("../wgsl/common/rhs_f16.wgsl"),
+                include_str!("../wgsl/common/gemm.wgsl"),
                 include_str!(concat!("../wgsl/", $file, ".wgsl"))
             ),
             entry: "main",
@@ -57,19 +58,19 @@ macro_rules! kernel_f16 {
 }
 
 /// Fused encoder GEMM + bias + ReLU (standard SAEs).
-pub const ENCODE_STANDARD: Kernel = kernel!("encode_standard", "gemm");
+pub const ENCODE_STANDARD: Kernel = kernel!("encode_standard", "rhs_f32", "gemm");
 /// Fused encoder GEMM + bias + JumpReLU.
-pub const ENCODE_JUMPRELU: Kernel = kernel!("encode_jumprelu", "gemm");
+pub const ENCODE_JUMPRELU: Kernel = kernel!("encode_jumprelu", "rhs_f32", "gemm");
 /// Fused encoder GEMM + gate and magnitude paths (gated SAEs).
-pub const ENCODE_GATED: Kernel = kernel!("encode_gated", "gemm");
+pub const ENCODE_GATED: Kernel = kernel!("encode_gated", "rhs_f32", "gemm");
 /// Encoder GEMM + bias (+ decoder-norm rescale): top-k pre-activations.
-pub const ENCODE_PRE: Kernel = kernel!("encode_pre", "gemm");
+pub const ENCODE_PRE: Kernel = kernel!("encode_pre", "rhs_f32", "gemm");
 /// Per-row exact top-k selection (radix select on ordered keys), in place.
 pub const TOPK_SELECT: Kernel = kernel!("topk_select");
 /// Per-row group maximum (sparsify groupmax), in place.
 pub const GROUPMAX_SELECT: Kernel = kernel!("groupmax_select");
 /// Dense decode GEMM: `out (+)= f @ W_dec (+ b_dec)`.
-pub const DECODE_DENSE: Kernel = kernel!("decode_dense", "gemm");
+pub const DECODE_DENSE: Kernel = kernel!("decode_dense", "rhs_f32", "gemm");
 /// Sparse decode: gather rows of W_dec for active features.
 pub const DECODE_SPARSE: Kernel = kernel!("decode_sparse");
 /// Steering: per (row, edit) feature activation and the coefficient change.
@@ -78,7 +79,7 @@ pub const STEER_DELTA: Kernel = kernel!("steer_delta");
 pub const STEER_APPLY: Kernel = kernel!("steer_apply");
 
 /// ITO correlation GEMM `Q = R W_dec^T`.
-pub const ITO_CORRELATE: Kernel = kernel!("ito_correlate", "gemm");
+pub const ITO_CORRELATE: Kernel = kernel!("ito_correlate", "rhs_f32", "gemm");
 /// ITO per-row argmax selection (gradient pursuit support growth, matching pursuit step).
 pub const ITO_SELECT: Kernel = kernel!("ito_select", "ito_state");
 /// Gradient pursuit direction `C = (S * Q) W_dec` on the support.

@@ -116,3 +116,18 @@ pub fn gpu_or_fail(opts: saeplug::WgpuOptions) -> Option<saeplug::WgpuBackend> {
         ),
     }
 }
+
+/// Run a command; fail the test with its output unless it succeeds. Returns
+/// stdout followed by stderr.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
+    out
+}

@@ -143,6 +143,30 @@ pub trait Backend: Send + Sync {
     -> Result<()>;
 }
 
+/// Dense codes as the decoder multiplies them: top-k SAEs that rescale by decoder
+/// norms decode `f_i / ||d_i||` (SAELens); every other SAE decodes `f` itself.
+pub(crate) fn decoder_input<'a>(sae: &Sae, f: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    use crate::sae::Architecture;
+    match sae.config().architecture {
+        Architecture::TopK {
+            rescale_by_decoder_norm: true,
+            ..
+        } => {
+            let norms = sae.decoder_norms();
+            std::borrow::Cow::Owned(
+                f.chunks_exact(sae.d_sae())
+                    .flat_map(|r| {
+                        r.iter()
+                            .zip(norms)
+                            .map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n })
+                    })
+                    .collect(),
+            )
+        }
+        _ => std::borrow::Cow::Borrowed(f),
+    }
+}
+
 /// Apply per-row denormalisation in place (no-op when `denorm` is empty).
 pub(crate) fn apply_denorm(out: &mut [f32], d: usize, denorm: &[Denorm]) {
     for (row, dn) in out.chunks_exact_mut(d).zip(denorm) {

@@ -4,9 +4,9 @@
 // lhs[r * ld_lhs + lhs_offset + kk]; rhs is dense with row stride n_cols.
 // Out-of-range elements load as 0, so any shape works; callers guard the stores.
 // Accumulation is f32 in k order within each 16-wide step (same rounding class as
-// the CPU GEMM; parity tests allow 1e-4).
+// the CPU GEMM; parity tests allow 1e-4). The right operand (binding 2) and its
+// `rhs_at(i) -> f32` come from common/rhs_f32.wgsl or common/rhs_f16.wgsl.
 @group(0) @binding(1) var<storage, read> lhs: array<f32>;
-@group(0) @binding(2) var<storage, read> rhs: array<f32>;
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
@@ -37,7 +37,7 @@ fn gemm_tile(wg: vec3<u32>, li: u32) -> array<f32, 16> {
             let gc = col0 + bc;
             var bv = 0.0;
             if (gbk < params.k_dim && gc < params.n_cols) {
-                bv = rhs[gbk * params.n_cols + gc];
+                bv = rhs_at(gbk * params.n_cols + gc);
             }
             tile_b[bk * TILE + bc] = bv;
         }

@@ -2,7 +2,7 @@
 
 use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
-use crate::backend::{Denorm, SparseCodes, apply_denorm, check_denorm, check_len};
+use crate::backend::{Denorm, SparseCodes, apply_denorm, check_denorm, check_len, decoder_input};
 use crate::error::{Error, Result};
 use crate::sae::{Architecture, Sae};
 
@@ -38,23 +38,9 @@ pub(super) fn decode_dense(
             "codes contain a non-finite value {v}"
         )));
     }
-    let scaled;
-    let f = match rescale(sae) {
-        Some(norms) => {
-            scaled = f
-                .chunks_exact(ds)
-                .flat_map(|r| {
-                    r.iter()
-                        .zip(norms)
-                        .map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n })
-                })
-                .collect::<Vec<f32>>();
-            &scaled[..]
-        }
-        None => f,
-    };
+    let f = decoder_input(sae, f);
     let a = MatRef {
-        data: f,
+        data: &f,
         rows: n,
         cols: ds,
         rs: ds,

@@ -322,32 +322,11 @@ impl WgpuBackend {
     ) -> Result<()> {
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = f.len() / ds;
-        let rescale = matches!(
-            sae.config().architecture,
-            Architecture::TopK {
-                rescale_by_decoder_norm: true,
-                ..
-            }
-        );
-        let norms = sae.decoder_norms();
+        let f = crate::backend::decoder_input(sae, f);
         let per = self.rows_per_pass(ds.max(d));
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);
             let fr = &f[r0 * ds..(r0 + rows) * ds];
-            let scaled: Vec<f32>;
-            let fr = if rescale {
-                scaled = fr
-                    .chunks_exact(ds)
-                    .flat_map(|r| {
-                        r.iter()
-                            .zip(norms)
-                            .map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n })
-                    })
-                    .collect();
-                &scaled[..]
-            } else {
-                fr
-            };
             let fbuf = self.storage(fr, "codes");
             let obuf = self.output(rows * d, "recon");
             let mut enc = self.encoder();

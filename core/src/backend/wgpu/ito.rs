@@ -7,7 +7,7 @@ use saeplug_shaders as sh;
 use super::{Params, WgpuBackend};
 use crate::backend::{SparseCodes, rows_of};
 use crate::error::{Error, Result};
-use crate::sae::{Architecture, Sae};
+use crate::sae::Sae;
 use crate::solve::{SolveInfo, Solver, SolverParams};
 
 impl WgpuBackend {
@@ -177,43 +177,15 @@ impl WgpuBackend {
                 self.read_into(&rbuf, &mut resid[r0 * d..(r0 + rows) * d])
             })?;
         }
-        // Assemble as the CPU solver does (same units, sorted indices).
-        let rescale = matches!(
-            sae.config().architecture,
-            Architecture::TopK {
-                rescale_by_decoder_norm: true,
-                ..
-            }
-        );
-        let norms = sae.decoder_norms();
-        let mut codes = SparseCodes {
-            row_offsets: vec![0],
-            d_sae: ds,
-            ..Default::default()
-        };
-        let mut info = SolveInfo::default();
-        for r in 0..n {
+        let rows = (0..n).map(|r| {
             let m = count[r] as usize;
-            let mut pairs: Vec<(u32, f32)> = support[r * k..r * k + m]
-                .iter()
-                .copied()
-                .zip(coef[r * k..r * k + m].iter().copied())
-                .filter(|(_, c)| *c != 0.0)
-                .collect();
-            pairs.sort_by_key(|(i, _)| *i);
-            for (i, c) in pairs {
-                codes.indices.push(i);
-                codes
-                    .values
-                    .push(if rescale { c * norms[i as usize] } else { c });
-            }
-            codes.row_offsets.push(codes.indices.len());
-            info.iters.push(iters[r]);
-            let rr = &resid[r * d..(r + 1) * d];
-            info.residual
-                .push(rr.iter().map(|v| v * v).sum::<f32>().sqrt());
-        }
-        Ok((codes, info))
+            (
+                &support[r * k..r * k + m],
+                &coef[r * k..r * k + m],
+                iters[r],
+            )
+        });
+        Ok(crate::solve::assemble(sae, rows, &resid))
     }
 }
 
