@@ -140,6 +140,7 @@ pub unsafe extern "C" fn saeplug_ctx_encode(
                 slice_out(out, out_len, "out")?,
             )
         };
+        sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
         check_shape("out", out.len(), n_rows, sae.d_sae())?;
         ctx.backend.encode(sae, x, out)?;
@@ -185,6 +186,7 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
                 borrow_mut(out_nnz, "out_nnz")?,
             )
         };
+        sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
         let codes = ctx.backend.encode_sparse(sae, x)?;
         write_csr(&codes, offs, idx, val, nnz_out)?;
@@ -222,6 +224,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
                 slice_out(out, out_len, "out")?,
             )
         };
+        sae.check_unchanged()?;
         check_shape("f", f.len(), n_rows, sae.d_sae())?;
         check_shape("out", out.len(), n_rows, sae.d_in())?;
         ctx.backend.decode(sae, f, &[], out)?;
@@ -262,6 +265,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
                 slice_out(out, out_len, "out")?,
             )
         };
+        sae.check_unchanged()?;
         check_shape("out", out.len(), n_rows, sae.d_in())?;
         let codes = SparseCodes {
             row_offsets: offs.to_vec(),
@@ -301,6 +305,7 @@ pub unsafe extern "C" fn saeplug_ctx_reconstruct(
                 slice_out(out, out_len, "out")?,
             )
         };
+        sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
         check_shape("out", out.len(), n_rows, sae.d_in())?;
         let codes = ctx.backend.encode_sparse(sae, x)?;

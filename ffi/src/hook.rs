@@ -241,6 +241,7 @@ pub unsafe extern "C" fn saeplug_ctx_hook_apply(
     ffi_boundary! {
         // SAFETY: caller contract above.
         let (ctx, h, x) = unsafe { (borrow_mut(ctx, "ctx")?, &borrow(hook, "hook")?.hook, slice_out(x, x_len, "x")?) };
+        h.sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, h.sae.d_in())?;
         h.apply(ctx.backend(), x, pos0)?;
         Ok(())
@@ -301,6 +302,7 @@ pub unsafe extern "C" fn saeplug_ctx_record(
     ffi_boundary! {
         // SAFETY: caller contract above.
         let (ctx, r, x) = unsafe { (borrow_mut(ctx, "ctx")?, borrow_mut(rec, "rec")?, slice_in(x, x_len, "x")?) };
+        r.sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, r.sae.d_in())?;
         let codes = ctx.backend().encode_sparse(&r.sae, x)?;
         r.rec.record(&codes, pos0 as u64)?;

@@ -72,8 +72,11 @@ pub struct saeplug_sae_info {
 /// MISSING_TENSOR, SHAPE, DTYPE, UNKNOWN_ARCHITECTURE, UNSUPPORTED).
 /// Memory and lifetimes: on success `*out` owns a new handle; free it with
 /// `saeplug_sae_free`. On failure `*out` is untouched. The weight files are
-/// memory-mapped: they must not be modified or truncated while the handle lives
-/// (`saeplug_sae_check_unchanged` detects size/mtime changes).
+/// memory-mapped: they must not be modified or truncated while the handle lives.
+/// Every compute call first checks the files' size and mtime and returns
+/// FILE_CHANGED if they differ from open (a file truncated in place would
+/// otherwise fault on access); a truncation *during* a call cannot be caught and
+/// may kill the process (SIGBUS), as with any memory map.
 /// Thread safety: any thread.
 ///
 /// # Safety

@@ -71,6 +71,7 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
         let it = if iters.is_null() { None } else { Some(unsafe { slice_out(iters, n_rows, "iters") }?) };
         // SAFETY: as above.
         let rs = if residuals.is_null() { None } else { Some(unsafe { slice_out(residuals, n_rows, "residuals") }?) };
+        sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
         let s = match solver {
             0 => Solver::MatchingPursuit,

@@ -169,3 +169,55 @@ fn one_sae_many_threads_each_with_a_context() {
     // SAFETY: every thread has joined.
     unsafe { saeplug_sae_free(sae as *mut saeplug_sae) };
 }
+
+#[test]
+fn a_mapped_file_truncated_in_place_is_an_error_not_a_crash() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/saelens/standard");
+    let src = std::env::var_os("SAEPLUG_FIXTURES")
+        .map(|p| std::path::PathBuf::from(p).join("saelens/standard"))
+        .unwrap_or(src);
+    let dir = std::env::temp_dir().join(format!("saeplug-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let path = CString::new(dir.to_str().unwrap()).unwrap();
+    let mut sae = null_mut();
+    let mut ctx = null_mut();
+    // SAFETY: valid pointers; buffers sized as stated.
+    unsafe {
+        assert_eq!(
+            saeplug_sae_open(path.as_ptr(), &mut sae),
+            saeplug_status::Ok
+        );
+        assert_eq!(saeplug_ctx_new(1, 1, &mut ctx), saeplug_status::Ok);
+        let x = vec![0.5f32; 64];
+        let mut f = vec![0.0f32; 256];
+        assert_eq!(
+            saeplug_ctx_encode(ctx, sae, x.as_ptr(), 64, 1, f.as_mut_ptr(), 256),
+            saeplug_status::Ok
+        );
+        // Truncate the mapped file in place: reading the map now would SIGBUS.
+        let w = dir.join("sae_weights.safetensors");
+        let len = std::fs::metadata(&w).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&w)
+            .unwrap()
+            .set_len(len / 4)
+            .unwrap();
+        assert_eq!(
+            saeplug_ctx_encode(ctx, sae, x.as_ptr(), 64, 1, f.as_mut_ptr(), 256),
+            saeplug_status::FileChanged
+        );
+        assert!(last_error().contains("changed on disk"), "{}", last_error());
+        assert_eq!(
+            saeplug_sae_check_unchanged(sae),
+            saeplug_status::FileChanged
+        );
+        saeplug_ctx_free(ctx);
+        saeplug_sae_free(sae);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
