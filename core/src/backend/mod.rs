@@ -203,6 +203,27 @@ pub(crate) fn check_len(what: &str, got: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// Validate dense decode arguments (whole rows of finite codes, output length,
+/// denormalisation); returns the number of rows.
+pub(crate) fn check_decode(sae: &Sae, f: &[f32], denorm: &[Denorm], out: &[f32]) -> Result<usize> {
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    if !f.len().is_multiple_of(ds) {
+        return Err(Error::invalid(format!(
+            "codes have {} values, not a multiple of d_sae = {ds}",
+            f.len()
+        )));
+    }
+    let n = f.len() / ds;
+    check_len("decode output", out.len(), n * d)?;
+    check_denorm(sae, denorm, n)?;
+    if let Some(v) = f.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "codes contain a non-finite value {v}"
+        )));
+    }
+    Ok(n)
+}
+
 /// Check `denorm` against the SAE's normalisation and the batch size.
 pub(crate) fn check_denorm(sae: &Sae, denorm: &[Denorm], n_rows: usize) -> Result<()> {
     use crate::sae::Normalization;

@@ -2,8 +2,10 @@
 
 use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
-use crate::backend::{Denorm, SparseCodes, apply_denorm, check_denorm, check_len, decoder_input};
-use crate::error::{Error, Result};
+use crate::backend::{
+    Denorm, SparseCodes, apply_denorm, check_decode, check_denorm, check_len, decoder_input,
+};
+use crate::error::Result;
 use crate::sae::{Architecture, Sae};
 
 fn rescale(sae: &Sae) -> Option<&[f32]> {
@@ -24,20 +26,7 @@ pub(super) fn decode_dense(
     out: &mut [f32],
 ) -> Result<()> {
     let (d, ds) = (sae.d_in(), sae.d_sae());
-    if !f.len().is_multiple_of(ds) {
-        return Err(Error::invalid(format!(
-            "codes have {} values, not a multiple of d_sae = {ds}",
-            f.len()
-        )));
-    }
-    let n = f.len() / ds;
-    check_len("decode output", out.len(), n * d)?;
-    check_denorm(sae, denorm, n)?;
-    if let Some(v) = f.iter().find(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "codes contain a non-finite value {v}"
-        )));
-    }
+    let n = check_decode(sae, f, denorm, out)?;
     let f = decoder_input(sae, f);
     let a = MatRef {
         data: &f,

@@ -431,21 +431,8 @@ impl Backend for WgpuBackend {
     }
 
     fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()> {
-        let (d, ds) = (sae.d_in(), sae.d_sae());
-        if !f.len().is_multiple_of(ds) {
-            return Err(Error::invalid(format!(
-                "codes have {} values, not a multiple of d_sae = {ds}",
-                f.len()
-            )));
-        }
-        let n = f.len() / ds;
-        check_len("decode output", out.len(), n * d)?;
-        check_denorm(sae, denorm, n)?;
-        if let Some(v) = f.iter().find(|v| !v.is_finite()) {
-            return Err(Error::invalid(format!(
-                "codes contain a non-finite value {v}"
-            )));
-        }
+        let d = sae.d_in();
+        let n = crate::backend::check_decode(sae, f, denorm, out)?;
         if n == 0 {
             return Ok(());
         }
