@@ -86,6 +86,13 @@ impl WgpuBackend {
                     coef: p.tol,
                     ..Default::default()
                 };
+                // W_dec chunk ci holds features lo..lo+nr; every chunk but the first accumulates.
+                let chunk_params = |ci: usize, lo: usize, nr: usize| Params {
+                    lo: lo as u32,
+                    hi: (lo + nr) as u32,
+                    flags: if ci > 0 { 2 } else { 0 },
+                    ..base
+                };
                 let mut enc = self.encoder();
                 for _ in 0..k {
                     for (c0, cw, wbuf) in dec_t.iter() {
@@ -114,12 +121,7 @@ impl WgpuBackend {
                     if mode == 0 {
                         // Direction reads support, count and done only; one pass per W_dec chunk.
                         for (ci, (lo, nr, wbuf)) in g.dec.iter().enumerate() {
-                            let pd = Params {
-                                lo: *lo as u32,
-                                hi: (*lo + *nr) as u32,
-                                flags: if ci > 0 { 2 } else { 0 },
-                                ..base
-                            };
+                            let pd = chunk_params(ci, *lo, *nr);
                             let b = [
                                 (1, &s_buf),
                                 (3, &n_buf),
@@ -146,12 +148,7 @@ impl WgpuBackend {
                     }
                     // Residual reads support, coef and count only; one pass per W_dec chunk.
                     for (ci, (lo, nr, wbuf)) in g.dec.iter().enumerate() {
-                        let pr = Params {
-                            lo: *lo as u32,
-                            hi: (*lo + *nr) as u32,
-                            flags: if ci > 0 { 2 } else { 0 },
-                            ..base
-                        };
+                        let pr = chunk_params(ci, *lo, *nr);
                         let b = [
                             (1, &s_buf),
                             (2, &c_buf),
