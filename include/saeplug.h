@@ -314,6 +314,7 @@ extern "C" {
  *
  * Compare `saeplug_abi_version() >> 16` with `SAEPLUG_ABI_VERSION_MAJOR`.
  * Thread safety: any thread.
+ * Returns: the version. Memory: nothing allocated.
  */
 uint32_t saeplug_abi_version(void);
 
@@ -336,6 +337,8 @@ saeplug_status saeplug_ctx_new(uint32_t backend,
 /**
  * Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
  * (NULL `ctx` gives "").
+ * Returns: a static string; do not free.
+ * Memory: nothing allocated. Thread safety: any thread (reads an immutable field).
  *
  * # Safety
  * `ctx` must be NULL or a live handle.
@@ -344,6 +347,9 @@ const char *saeplug_ctx_backend_name(const saeplug_ctx *ctx);
 
 /**
  * Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.
+ * Returns: nothing. Memory: releases the context and its GPU resources, including
+ * the weights it uploaded (a GPU context keeps each SAE it used uploaded until then).
+ * Thread safety: no call on `ctx` may be running on another thread.
  *
  * # Safety
  * `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
@@ -423,6 +429,7 @@ saeplug_status saeplug_ctx_decode(saeplug_ctx *ctx,
  * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (offsets, indices >= d_sae,
  * lengths, non-finite values), MISALIGNED.
  * Thread safety: as for `saeplug_ctx_encode`.
+ * Memory: nothing retained after the call.
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
@@ -441,6 +448,7 @@ saeplug_status saeplug_ctx_decode_sparse(saeplug_ctx *ctx,
  * Reconstruction `out = decode(encode(x))`, with the SAE's normalisation undone
  * per row. Lengths: `x_len == out_len == n_rows * d_in`.
  * Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
+ * Memory: nothing retained after the call.
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
@@ -458,6 +466,7 @@ saeplug_status saeplug_ctx_reconstruct(saeplug_ctx *ctx,
  * terminating NUL; 0 when no call on this thread has failed.
  *
  * Thread safety: reads this thread's state only.
+ * Returns: the length, or 0. Memory: nothing allocated.
  */
 size_t saeplug_last_error_length(void);
 
@@ -467,6 +476,8 @@ size_t saeplug_last_error_length(void);
  *
  * Returns the number of bytes written excluding the NUL (0 if none, or if
  * `buf` is NULL or `len` is 0).
+ * Memory: nothing allocated; the message stays owned by the library.
+ * Thread safety: reads this thread's state only.
  *
  * # Safety
  * `buf` must be NULL or point to `len` writable bytes.
@@ -476,6 +487,8 @@ size_t saeplug_last_error_message(char *buf, size_t len);
 /**
  * A static, NUL-terminated description of a status code (unknown codes are
  * described as "invalid argument"). Never NULL; do not free.
+ * Returns: the description. Memory: static storage; do not free.
+ * Thread safety: any thread.
  */
 const char *saeplug_status_str(uint32_t status);
 
@@ -483,6 +496,9 @@ const char *saeplug_status_str(uint32_t status);
  * Create a hook on `layer` with no edits, on all positions.
  *
  * Memory: on success `*out` owns a new hook (free with `saeplug_hook_free`).
+ * Returns: OK; NULL_POINTER. The hook holds its own reference to the SAE, so
+ * `sae` may be freed before the hook.
+ * Thread safety: any thread; `sae` may be shared.
  *
  * # Safety
  * `sae` NULL or live; `out` NULL or writable.
@@ -491,6 +507,8 @@ saeplug_status saeplug_hook_new(const saeplug_sae *sae, uint32_t layer, saeplug_
 
 /**
  * Free a hook; NULL is a no-op; twice is UB.
+ * Returns: nothing. Memory: releases the hook and its reference to the SAE.
+ * Thread safety: no call using `hook` may be running on another thread.
  *
  * # Safety
  * `hook` NULL or from `saeplug_hook_new`, not yet freed.
@@ -499,6 +517,8 @@ void saeplug_hook_free(saeplug_hook *hook);
 
 /**
  * The hook's layer (0 for NULL).
+ * Returns: the layer. Memory: nothing allocated.
+ * Thread safety: any thread, as long as no thread is configuring the hook.
  *
  * # Safety
  * `hook` NULL or live.
@@ -509,6 +529,8 @@ uint32_t saeplug_hook_layer(const saeplug_hook *hook);
  * Choose positions: `kind` 0 all, 1 the first `a` positions, 2 the last row of
  * each batch, 3 add the range `[a, b)` (ranges accumulate). Returns
  * INVALID_ARGUMENT for other kinds or an empty range.
+ * Memory: the hook copies what it needs.
+ * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
  * # Safety
  * `hook` NULL or live, not used concurrently.
@@ -519,6 +541,9 @@ saeplug_status saeplug_hook_set_positions(saeplug_hook *hook, uint32_t kind, siz
  * Add a feature edit: `kind` 0 add `value * d_feature`, 1 clamp to `value`,
  * 2 ablate (value ignored), 3 scale by `value`. The feature index and value are
  * checked against the SAE (INVALID_ARGUMENT).
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown kind, feature >= d_sae,
+ * non-finite value). Memory: the hook stores the edit.
+ * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
  * # Safety
  * `hook` NULL or live, not used concurrently.
@@ -530,6 +555,9 @@ saeplug_status saeplug_hook_add_edit(saeplug_hook *hook,
 
 /**
  * Add `coef * v` (`len == d_in`) on the hook's positions.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (`len != d_in`,
+ * non-finite values). Memory: `v` is copied; the caller keeps ownership.
+ * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
  * # Safety
  * `hook` NULL or live; `v` holds `len` floats.
@@ -539,6 +567,9 @@ saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_
 /**
  * Reconstruction mode: 0 none (edits only), 1 reconstruction with the error term
  * kept, 2 reconstruction only (error dropped).
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown mode).
+ * Memory: nothing allocated.
+ * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
  * # Safety
  * `hook` NULL or live.
@@ -548,6 +579,9 @@ saeplug_status saeplug_hook_set_replace(saeplug_hook *hook, uint32_t mode);
 /**
  * Read current activations for clamp/ablate/scale from an ITO solver
  * (`saeplug_solver`, `k_max`) instead of the encoder; `k_max == 0` restores the encoder.
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown solver, k_max > d_sae).
+ * Memory: nothing allocated.
+ * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
  * # Safety
  * `hook` NULL or live.
@@ -558,6 +592,10 @@ saeplug_status saeplug_hook_set_solver(saeplug_hook *hook, uint32_t solver, uint
  * Apply the hook in place to `x` (`[n_rows, d_in]`, `x_len == n_rows * d_in`) whose
  * first row is at absolute position `pos0`. On error `x` is unchanged unless the
  * error came from the backend mid-way (BACKEND).
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
+ * FILE_CHANGED; BACKEND. Memory: nothing retained after the call.
+ * Thread safety: `ctx` by one thread at a time; a configured `hook` is only read,
+ * so one hook may be applied from many threads at once (each with its own context).
  *
  * # Safety
  * Handles NULL or live; `x` holds `x_len` floats.
@@ -571,6 +609,9 @@ saeplug_status saeplug_ctx_hook_apply(saeplug_ctx *ctx,
 
 /**
  * Create a recorder for `sae` keeping the `top_n` strongest positions per feature.
+ * Returns: OK; NULL_POINTER. Memory: on success `*out` owns a new recorder (free
+ * with `saeplug_recorder_free`); it holds its own reference to the SAE.
+ * Thread safety: any thread; `sae` may be shared.
  *
  * # Safety
  * `sae` NULL or live; `out` NULL or writable.
@@ -579,6 +620,8 @@ saeplug_status saeplug_recorder_new(const saeplug_sae *sae, size_t top_n, saeplu
 
 /**
  * Free a recorder; NULL is a no-op; twice is UB.
+ * Returns: nothing. Memory: releases the recorder and its reference to the SAE.
+ * Thread safety: no call using `rec` may be running on another thread.
  *
  * # Safety
  * `rec` NULL or from `saeplug_recorder_new`, not yet freed.
@@ -588,6 +631,10 @@ void saeplug_recorder_free(saeplug_recorder *rec);
 /**
  * Encode `x` (`[n_rows, d_in]`, first row at position `pos0`) and add it to the
  * statistics.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
+ * FILE_CHANGED. Memory: the recorder keeps counts, sums and its top positions;
+ * `x` is not retained.
+ * Thread safety: `ctx` and `rec` each by one thread at a time.
  *
  * # Safety
  * Handles NULL or live; `x` holds `x_len` floats.
@@ -602,6 +649,9 @@ saeplug_status saeplug_ctx_record(saeplug_ctx *ctx,
 /**
  * Statistics of one feature: times fired, mean activation over all recorded
  * tokens, and the strongest recorded activation (0 if it never fired).
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (feature >= d_sae).
+ * Memory: nothing allocated.
+ * Thread safety: `rec` may be read from several threads while none records into it.
  *
  * # Safety
  * `rec` NULL or live; outputs NULL or writable.
@@ -615,6 +665,9 @@ saeplug_status saeplug_recorder_feature(const saeplug_recorder *rec,
 /**
  * Write the statistics as JSON (firing_count, mean_activation, mean_when_firing,
  * top [[position, value], ...] per feature) to `path`, atomically.
+ * Returns: OK; NULL_POINTER; INVALID_UTF8 (path); IO.
+ * Memory: nothing retained; the file is written to a temporary name and renamed.
+ * Thread safety: as for `saeplug_recorder_feature`.
  *
  * # Safety
  * `rec` NULL or live; `path` NULL or NUL-terminated.
@@ -623,6 +676,8 @@ saeplug_status saeplug_recorder_write_json(const saeplug_recorder *rec, const ch
 
 /**
  * Copy decoder row `feature` (`d_in` floats) into `out`.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
+ * `len != d_in`). Memory: copies; nothing retained. Thread safety: any thread.
  *
  * # Safety
  * `sae` NULL or live; `out` holds `len` floats.
@@ -636,6 +691,10 @@ saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
  * Write a llama.cpp control-vector GGUF: `n_layers` directions of `n_embd`
  * floats (`data` is `[n_layers, n_embd]`), `layers[k] >= 1` the block whose
  * output direction k steers (llama.cpp `direction.N`).
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_UTF8 (paths); INVALID_ARGUMENT
+ * (empty, layer 0, duplicate layers, non-finite values); IO.
+ * Memory: inputs are read, not retained; the file is written atomically.
+ * Thread safety: any thread (distinct paths).
  *
  * # Safety
  * `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`
@@ -671,7 +730,10 @@ saeplug_status saeplug_sae_open(const char *path, saeplug_sae **out);
 
 /**
  * Free an SAE handle. `saeplug_sae_free(NULL)` is a no-op; freeing twice is
- * undefined behaviour. No call using the handle may be running on another thread.
+ * undefined behaviour. Thread safety: no call using the handle may be running on
+ * another thread.
+ * Returns: nothing. Memory: drops the caller's reference; the mapping is unmapped
+ * when hooks and recorders made from it are freed too.
  *
  * # Safety
  * `sae` must be NULL or a handle from `saeplug_sae_open` not yet freed.
@@ -683,6 +745,7 @@ void saeplug_sae_free(saeplug_sae *sae);
  *
  * Parameters: `sae` a live handle; `out` receives the description.
  * Returns: OK or NULL_POINTER. Thread safety: any thread.
+ * Memory: `*out` is filled by value; nothing to free.
  *
  * # Safety
  * `sae` must be NULL or a live handle; `out` NULL or writable.
@@ -693,6 +756,7 @@ saeplug_status saeplug_sae_get_info(const saeplug_sae *sae, saeplug_sae_info *ou
  * Check that the SAE's files still have the size and modification time seen at
  * open. Returns OK or FILE_CHANGED (or IO if a file vanished).
  * Thread safety: any thread.
+ * Memory: nothing allocated.
  *
  * # Safety
  * `sae` must be NULL or a live handle.
@@ -712,6 +776,7 @@ saeplug_status saeplug_sae_check_unchanged(const saeplug_sae *sae);
  * (unknown solver, k_max out of range, bad tol, lengths); NON_FINITE; UNSUPPORTED
  * (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
  * Thread safety: as for `saeplug_ctx_encode`.
+ * Memory: nothing retained after the call.
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.

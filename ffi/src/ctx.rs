@@ -78,6 +78,8 @@ impl saeplug_ctx {
 
 /// Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
 /// (NULL `ctx` gives "").
+/// Returns: a static string; do not free.
+/// Memory: nothing allocated. Thread safety: any thread (reads an immutable field).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
@@ -95,6 +97,9 @@ fn wgpu_cpu_type() -> saeplug::wgpu_types::DeviceType {
 }
 
 /// Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.
+/// Returns: nothing. Memory: releases the context and its GPU resources, including
+/// the weights it uploaded (a GPU context keeps each SAE it used uploaded until then).
+/// Thread safety: no call on `ctx` may be running on another thread.
 ///
 /// # Safety
 /// `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
@@ -238,6 +243,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
 /// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (offsets, indices >= d_sae,
 /// lengths, non-finite values), MISALIGNED.
 /// Thread safety: as for `saeplug_ctx_encode`.
+/// Memory: nothing retained after the call.
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
@@ -282,6 +288,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
 /// Reconstruction `out = decode(encode(x))`, with the SAE's normalisation undone
 /// per row. Lengths: `x_len == out_len == n_rows * d_in`.
 /// Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
+/// Memory: nothing retained after the call.
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.

@@ -167,6 +167,7 @@ pub(crate) fn set_last_error(e: FfiError) -> saeplug_status {
 /// terminating NUL; 0 when no call on this thread has failed.
 ///
 /// Thread safety: reads this thread's state only.
+/// Returns: the length, or 0. Memory: nothing allocated.
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_last_error_length() -> usize {
     LAST_ERROR.with(|l| l.borrow().as_ref().map_or(0, |m| m.as_bytes().len() + 1))
@@ -177,6 +178,8 @@ pub extern "C" fn saeplug_last_error_length() -> usize {
 ///
 /// Returns the number of bytes written excluding the NUL (0 if none, or if
 /// `buf` is NULL or `len` is 0).
+/// Memory: nothing allocated; the message stays owned by the library.
+/// Thread safety: reads this thread's state only.
 ///
 /// # Safety
 /// `buf` must be NULL or point to `len` writable bytes.
@@ -200,6 +203,8 @@ pub unsafe extern "C" fn saeplug_last_error_message(buf: *mut c_char, len: usize
 
 /// A static, NUL-terminated description of a status code (unknown codes are
 /// described as "invalid argument"). Never NULL; do not free.
+/// Returns: the description. Memory: static storage; do not free.
+/// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_status_str(status: u32) -> *const c_char {
     saeplug_status::from(status).describe().as_ptr()

@@ -31,6 +31,9 @@ pub struct saeplug_recorder {
 /// Create a hook on `layer` with no edits, on all positions.
 ///
 /// Memory: on success `*out` owns a new hook (free with `saeplug_hook_free`).
+/// Returns: OK; NULL_POINTER. The hook holds its own reference to the SAE, so
+/// `sae` may be freed before the hook.
+/// Thread safety: any thread; `sae` may be shared.
 ///
 /// # Safety
 /// `sae` NULL or live; `out` NULL or writable.
@@ -54,6 +57,8 @@ pub unsafe extern "C" fn saeplug_hook_new(
 }
 
 /// Free a hook; NULL is a no-op; twice is UB.
+/// Returns: nothing. Memory: releases the hook and its reference to the SAE.
+/// Thread safety: no call using `hook` may be running on another thread.
 ///
 /// # Safety
 /// `hook` NULL or from `saeplug_hook_new`, not yet freed.
@@ -68,6 +73,8 @@ pub unsafe extern "C" fn saeplug_hook_free(hook: *mut saeplug_hook) {
 }
 
 /// The hook's layer (0 for NULL).
+/// Returns: the layer. Memory: nothing allocated.
+/// Thread safety: any thread, as long as no thread is configuring the hook.
 ///
 /// # Safety
 /// `hook` NULL or live.
@@ -80,6 +87,8 @@ pub unsafe extern "C" fn saeplug_hook_layer(hook: *const saeplug_hook) -> u32 {
 /// Choose positions: `kind` 0 all, 1 the first `a` positions, 2 the last row of
 /// each batch, 3 add the range `[a, b)` (ranges accumulate). Returns
 /// INVALID_ARGUMENT for other kinds or an empty range.
+/// Memory: the hook copies what it needs.
+/// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
 /// # Safety
 /// `hook` NULL or live, not used concurrently.
@@ -113,6 +122,9 @@ pub unsafe extern "C" fn saeplug_hook_set_positions(
 /// Add a feature edit: `kind` 0 add `value * d_feature`, 1 clamp to `value`,
 /// 2 ablate (value ignored), 3 scale by `value`. The feature index and value are
 /// checked against the SAE (INVALID_ARGUMENT).
+/// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown kind, feature >= d_sae,
+/// non-finite value). Memory: the hook stores the edit.
+/// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
 /// # Safety
 /// `hook` NULL or live, not used concurrently.
@@ -145,6 +157,9 @@ pub unsafe extern "C" fn saeplug_hook_add_edit(
 }
 
 /// Add `coef * v` (`len == d_in`) on the hook's positions.
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (`len != d_in`,
+/// non-finite values). Memory: `v` is copied; the caller keeps ownership.
+/// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
 /// # Safety
 /// `hook` NULL or live; `v` holds `len` floats.
@@ -171,6 +186,9 @@ pub unsafe extern "C" fn saeplug_hook_add_vector(
 
 /// Reconstruction mode: 0 none (edits only), 1 reconstruction with the error term
 /// kept, 2 reconstruction only (error dropped).
+/// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown mode).
+/// Memory: nothing allocated.
+/// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
 /// # Safety
 /// `hook` NULL or live.
@@ -194,6 +212,9 @@ pub unsafe extern "C" fn saeplug_hook_set_replace(
 
 /// Read current activations for clamp/ablate/scale from an ITO solver
 /// (`saeplug_solver`, `k_max`) instead of the encoder; `k_max == 0` restores the encoder.
+/// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown solver, k_max > d_sae).
+/// Memory: nothing allocated.
+/// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
 /// # Safety
 /// `hook` NULL or live.
@@ -226,6 +247,10 @@ pub unsafe extern "C" fn saeplug_hook_set_solver(
 /// Apply the hook in place to `x` (`[n_rows, d_in]`, `x_len == n_rows * d_in`) whose
 /// first row is at absolute position `pos0`. On error `x` is unchanged unless the
 /// error came from the backend mid-way (BACKEND).
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
+/// FILE_CHANGED; BACKEND. Memory: nothing retained after the call.
+/// Thread safety: `ctx` by one thread at a time; a configured `hook` is only read,
+/// so one hook may be applied from many threads at once (each with its own context).
 ///
 /// # Safety
 /// Handles NULL or live; `x` holds `x_len` floats.
@@ -249,6 +274,9 @@ pub unsafe extern "C" fn saeplug_ctx_hook_apply(
 }
 
 /// Create a recorder for `sae` keeping the `top_n` strongest positions per feature.
+/// Returns: OK; NULL_POINTER. Memory: on success `*out` owns a new recorder (free
+/// with `saeplug_recorder_free`); it holds its own reference to the SAE.
+/// Thread safety: any thread; `sae` may be shared.
 ///
 /// # Safety
 /// `sae` NULL or live; `out` NULL or writable.
@@ -272,6 +300,8 @@ pub unsafe extern "C" fn saeplug_recorder_new(
 }
 
 /// Free a recorder; NULL is a no-op; twice is UB.
+/// Returns: nothing. Memory: releases the recorder and its reference to the SAE.
+/// Thread safety: no call using `rec` may be running on another thread.
 ///
 /// # Safety
 /// `rec` NULL or from `saeplug_recorder_new`, not yet freed.
@@ -287,6 +317,10 @@ pub unsafe extern "C" fn saeplug_recorder_free(rec: *mut saeplug_recorder) {
 
 /// Encode `x` (`[n_rows, d_in]`, first row at position `pos0`) and add it to the
 /// statistics.
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
+/// FILE_CHANGED. Memory: the recorder keeps counts, sums and its top positions;
+/// `x` is not retained.
+/// Thread safety: `ctx` and `rec` each by one thread at a time.
 ///
 /// # Safety
 /// Handles NULL or live; `x` holds `x_len` floats.
@@ -312,6 +346,9 @@ pub unsafe extern "C" fn saeplug_ctx_record(
 
 /// Statistics of one feature: times fired, mean activation over all recorded
 /// tokens, and the strongest recorded activation (0 if it never fired).
+/// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (feature >= d_sae).
+/// Memory: nothing allocated.
+/// Thread safety: `rec` may be read from several threads while none records into it.
 ///
 /// # Safety
 /// `rec` NULL or live; outputs NULL or writable.
@@ -341,6 +378,9 @@ pub unsafe extern "C" fn saeplug_recorder_feature(
 
 /// Write the statistics as JSON (firing_count, mean_activation, mean_when_firing,
 /// top [[position, value], ...] per feature) to `path`, atomically.
+/// Returns: OK; NULL_POINTER; INVALID_UTF8 (path); IO.
+/// Memory: nothing retained; the file is written to a temporary name and renamed.
+/// Thread safety: as for `saeplug_recorder_feature`.
 ///
 /// # Safety
 /// `rec` NULL or live; `path` NULL or NUL-terminated.
@@ -358,6 +398,8 @@ pub unsafe extern "C" fn saeplug_recorder_write_json(
 }
 
 /// Copy decoder row `feature` (`d_in` floats) into `out`.
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
+/// `len != d_in`). Memory: copies; nothing retained. Thread safety: any thread.
 ///
 /// # Safety
 /// `sae` NULL or live; `out` holds `len` floats.
@@ -384,6 +426,10 @@ pub unsafe extern "C" fn saeplug_sae_decoder_row(
 /// Write a llama.cpp control-vector GGUF: `n_layers` directions of `n_embd`
 /// floats (`data` is `[n_layers, n_embd]`), `layers[k] >= 1` the block whose
 /// output direction k steers (llama.cpp `direction.N`).
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_UTF8 (paths); INVALID_ARGUMENT
+/// (empty, layer 0, duplicate layers, non-finite values); IO.
+/// Memory: inputs are read, not retained; the file is written atomically.
+/// Thread safety: any thread (distinct paths).
 ///
 /// # Safety
 /// `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`

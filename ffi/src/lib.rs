@@ -29,6 +29,7 @@ pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
 ///
 /// Compare `saeplug_abi_version() >> 16` with `SAEPLUG_ABI_VERSION_MAJOR`.
 /// Thread safety: any thread.
+/// Returns: the version. Memory: nothing allocated.
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_abi_version() -> u32 {
     (SAEPLUG_ABI_VERSION_MAJOR << 16) | SAEPLUG_ABI_VERSION_MINOR

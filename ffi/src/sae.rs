@@ -101,7 +101,10 @@ pub unsafe extern "C" fn saeplug_sae_open(
 }
 
 /// Free an SAE handle. `saeplug_sae_free(NULL)` is a no-op; freeing twice is
-/// undefined behaviour. No call using the handle may be running on another thread.
+/// undefined behaviour. Thread safety: no call using the handle may be running on
+/// another thread.
+/// Returns: nothing. Memory: drops the caller's reference; the mapping is unmapped
+/// when hooks and recorders made from it are freed too.
 ///
 /// # Safety
 /// `sae` must be NULL or a handle from `saeplug_sae_open` not yet freed.
@@ -120,6 +123,7 @@ pub unsafe extern "C" fn saeplug_sae_free(sae: *mut saeplug_sae) {
 ///
 /// Parameters: `sae` a live handle; `out` receives the description.
 /// Returns: OK or NULL_POINTER. Thread safety: any thread.
+/// Memory: `*out` is filled by value; nothing to free.
 ///
 /// # Safety
 /// `sae` must be NULL or a live handle; `out` NULL or writable.
@@ -166,6 +170,7 @@ pub unsafe extern "C" fn saeplug_sae_get_info(
 /// Check that the SAE's files still have the size and modification time seen at
 /// open. Returns OK or FILE_CHANGED (or IO if a file vanished).
 /// Thread safety: any thread.
+/// Memory: nothing allocated.
 ///
 /// # Safety
 /// `sae` must be NULL or a live handle.

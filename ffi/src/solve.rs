@@ -32,6 +32,7 @@ pub enum saeplug_solver {
 /// (unknown solver, k_max out of range, bad tol, lengths); NON_FINITE; UNSUPPORTED
 /// (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
 /// Thread safety: as for `saeplug_ctx_encode`.
+/// Memory: nothing retained after the call.
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.

@@ -43,3 +43,48 @@ fn version_macros_match_the_library() {
         saeplug_ffi::SAEPLUG_ABI_VERSION_MINOR
     )));
 }
+
+/// Every function in the header documents what it returns, who owns what
+/// (memory and lifetimes) and from which threads it may be called.
+#[test]
+fn every_function_documents_returns_memory_and_thread_safety() {
+    let h = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include/saeplug.h"),
+    )
+    .expect("header");
+    let mut functions = 0;
+    let mut missing = Vec::new();
+    let mut rest = h.as_str();
+    while let Some(open) = rest.find("/**") {
+        let Some(close) = rest[open..].find("*/") else {
+            break;
+        };
+        let doc = &rest[open..open + close];
+        let after = &rest[open + close + 2..];
+        let decl_end = after.find([';', '{']).unwrap_or(after.len());
+        let decl = &after[..decl_end];
+        rest = &after[decl_end..];
+        // A function declaration: `... saeplug_name(` before the first `;`.
+        let Some(paren) = decl.find('(') else {
+            continue;
+        };
+        let Some(name) = decl[..paren].split_whitespace().last() else {
+            continue;
+        };
+        let name = name.trim_start_matches('*');
+        if !name.starts_with("saeplug_") || decl.contains("typedef") {
+            continue;
+        }
+        functions += 1;
+        for word in ["Returns", "Memory", "Thread safety"] {
+            if !doc.contains(word) {
+                missing.push(format!("{name}: no '{word}'"));
+            }
+        }
+    }
+    assert!(
+        functions >= 30,
+        "found only {functions} functions in the header"
+    );
+    assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
+}
