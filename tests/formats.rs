@@ -129,3 +129,91 @@ fn saved_saelens_folder_round_trips() {
         assert!(max_abs_diff64(&a, &want) <= 1e-4, "{arch:?} vs reference");
     }
 }
+
+/// `write_npz` archives are read by numpy (values, shapes, member CRCs checked
+/// by Python's zipfile) and mapped in place by `Npz::open`; a Gemma Scope 1
+/// params.npz written this way loads as an SAE.
+#[test]
+fn written_npz_is_read_by_numpy_and_mapped_in_place() {
+    use saeplug::format::npz::write_npz;
+    let dir = scratch("npz-write");
+    let mut rng = saeplug::synthetic::Rng::new(4);
+    let (d, ds) = (12, 40);
+    let w_enc = rng.normal_vec(d * ds, 1.0);
+    let w_dec = rng.normal_vec(ds * d, 1.0);
+    let b_enc = rng.normal_vec(ds, 0.1);
+    let b_dec = rng.normal_vec(d, 0.1);
+    let threshold: Vec<f32> = rng.normal_vec(ds, 0.1).iter().map(|v| v.abs()).collect();
+    let path = dir.join("params.npz");
+    write_npz(
+        &path,
+        &[
+            ("W_enc", &[d, ds], &w_enc),
+            ("W_dec", &[ds, d], &w_dec),
+            ("b_enc", &[ds], &b_enc),
+            ("b_dec", &[d], &b_dec),
+            ("threshold", &[ds], &threshold),
+        ],
+    )
+    .unwrap();
+    // numpy: zipfile.testzip() checks every CRC; arrays printed as float64 sums.
+    let script = r#"
+import sys, zipfile, numpy as np
+p = sys.argv[1]
+assert zipfile.ZipFile(p).testzip() is None
+z = np.load(p)
+for k in ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"]:
+    a = z[k]
+    assert a.dtype == np.float32
+    print(k, ",".join(map(str, a.shape)), repr(float(a.astype(np.float64).sum())), repr(float(a.flat[-1])))
+"#;
+    let out = run_ok(Command::new("python3").arg("-c").arg(script).arg(&path));
+    let npz = Npz::open(&path).unwrap();
+    for (line, (name, data)) in out.lines().zip([
+        ("W_enc", &w_enc),
+        ("W_dec", &w_dec),
+        ("b_enc", &b_enc),
+        ("b_dec", &b_dec),
+        ("threshold", &threshold),
+    ]) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[0], name);
+        let sum: f64 = data.iter().map(|&v| v as f64).sum();
+        let numpy_sum: f64 = f[2].parse().unwrap();
+        assert!(
+            (sum - numpy_sum).abs() <= 1e-9 * sum.abs().max(1.0),
+            "{name}"
+        );
+        assert_eq!(
+            f[3].parse::<f32>().unwrap(),
+            *data.last().unwrap(),
+            "{name}"
+        );
+        let t = npz.tensor(name).unwrap();
+        assert!(
+            t.is_mapped(),
+            "{name} was copied: not 64-byte aligned in the archive"
+        );
+        assert_eq!(t.as_slice(), &data[..], "{name}");
+        assert_eq!(
+            t.shape()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            f[1]
+        );
+    }
+    let sae = Sae::open(&path).unwrap();
+    assert_eq!(sae.config().format, Format::GemmaScope1);
+    assert_eq!(sae.config().architecture, Architecture::JumpRelu);
+    assert!(
+        sae.copied_tensors().is_empty(),
+        "{:?}",
+        sae.copied_tensors()
+    );
+    // Bad names and shapes are refused before anything is written.
+    assert!(write_npz(&dir.join("bad.npz"), &[("a/b", &[1], &[0.0])]).is_err());
+    assert!(write_npz(&dir.join("bad.npz"), &[("a", &[2], &[0.0])]).is_err());
+    assert!(!dir.join("bad.npz").exists());
+}

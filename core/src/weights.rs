@@ -620,7 +620,16 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
 
 /// Write an f32 array as a `.npy` file (version 1.0, C order), atomically.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let numel: usize = shape.iter().product();
+    write_atomic(path, &npy_bytes(shape, data, 0)?)
+}
+
+/// The bytes of a `.npy` file holding `data`; the header is padded so the data
+/// starts 64-byte aligned when the file itself starts at `base` (mod 64).
+pub(crate) fn npy_bytes(shape: &[usize], data: &[f32], base: usize) -> Result<Vec<u8>> {
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))?;
     if numel != data.len() {
         return Err(Error::invalid(format!(
             "shape {shape:?} needs {numel} elements, got {}",
@@ -633,16 +642,18 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         _ => format!("({})", dims.join(", ")),
     };
     let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
-    while (10 + h.len() + 1) % 64 != 0 {
+    while (base + 10 + h.len() + 1) % 64 != 0 {
         h.push(' ');
     }
     h.push('\n');
+    let hlen = u16::try_from(h.len())
+        .map_err(|_| Error::invalid(format!("shape {shape:?} makes a .npy header too long")))?;
     let mut out = Vec::with_capacity(10 + h.len() + 4 * numel);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(&hlen.to_le_bytes());
     out.extend_from_slice(h.as_bytes());
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    write_atomic(path, &out)
+    Ok(out)
 }

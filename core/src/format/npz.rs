@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::weights::{MappedFile, Tensor, TensorInfo, parse_npy};
+use crate::weights::{MappedFile, Tensor, TensorInfo, npy_bytes, parse_npy, write_atomic};
 
 /// A mapped `.npz` with its arrays' locations.
 #[derive(Debug)]
@@ -133,4 +133,90 @@ fn index(file: &MappedFile) -> Result<BTreeMap<String, TensorInfo>> {
         arrays.insert(stem.to_string(), info);
     }
     Ok(arrays)
+}
+
+/// CRC-32 (IEEE, as zip uses it).
+fn crc32(bytes: &[u8]) -> u32 {
+    let table: Vec<u32> = (0..256u32)
+        .map(|n| {
+            (0..8).fold(n, |c, _| {
+                if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                }
+            })
+        })
+        .collect();
+    !bytes.iter().fold(!0u32, |c, &b| {
+        table[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
+/// Write f32 arrays as an `.npz` archive the way `np.savez` does (stored, not
+/// compressed; member `name.npy` per array), atomically. Each member's data is
+/// padded to a 64-byte boundary in the file, so [`Npz::open`] maps every array
+/// in place (numpy reads the archive as usual). Archives over 4 GiB (zip64) are
+/// refused.
+pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
+    let too_big = || Error::invalid("npz over 4 GiB: zip64 archives are not written");
+    let u32_of = |v: usize| u32::try_from(v).map_err(|_| too_big());
+    let mut out: Vec<u8> = Vec::new();
+    let mut central: Vec<u8> = Vec::new();
+    for (name, shape, data) in arrays {
+        if name.is_empty() || name.contains(['/', '\\']) {
+            return Err(Error::invalid(format!("bad npz array name '{name}'")));
+        }
+        let member = format!("{name}.npy");
+        let local = out.len();
+        // Pad with an extra field (id 0xD935, as zipalign does) so the member's
+        // .npy starts 64-byte aligned; its header keeps the data aligned.
+        let at = local + 30 + member.len();
+        let mut pad = (64 - at % 64) % 64;
+        if (1..4).contains(&pad) {
+            pad += 64;
+        }
+        let npy = npy_bytes(shape, data, 0)?;
+        let (crc, size, off) = (crc32(&npy), u32_of(npy.len())?, u32_of(local)?);
+        let head = |sig: u32, v: &mut Vec<u8>, central: bool| {
+            v.extend_from_slice(&sig.to_le_bytes());
+            if central {
+                v.extend_from_slice(&20u16.to_le_bytes()); // made by
+            }
+            v.extend_from_slice(&20u16.to_le_bytes()); // needed: 2.0
+            v.extend_from_slice(&0u16.to_le_bytes()); // flags
+            v.extend_from_slice(&0u16.to_le_bytes()); // stored
+            v.extend_from_slice(&0u16.to_le_bytes()); // time
+            v.extend_from_slice(&0x21u16.to_le_bytes()); // date 1980-01-01
+            v.extend_from_slice(&crc.to_le_bytes());
+            v.extend_from_slice(&size.to_le_bytes());
+            v.extend_from_slice(&size.to_le_bytes());
+            v.extend_from_slice(&(member.len() as u16).to_le_bytes());
+        };
+        head(0x0403_4b50, &mut out, false);
+        out.extend_from_slice(&(pad as u16).to_le_bytes());
+        out.extend_from_slice(member.as_bytes());
+        if pad > 0 {
+            out.extend_from_slice(&0xD935u16.to_le_bytes());
+            out.extend_from_slice(&((pad - 4) as u16).to_le_bytes());
+            out.resize(out.len() + pad - 4, 0);
+        }
+        out.extend_from_slice(&npy);
+        head(0x0201_4b50, &mut central, true);
+        central.extend_from_slice(&[0; 12]); // extra, comment, disk, attributes
+        central.extend_from_slice(&off.to_le_bytes());
+        central.extend_from_slice(member.as_bytes());
+    }
+    let entries = u16::try_from(arrays.len()).map_err(|_| Error::invalid("too many npz arrays"))?;
+    let (cd_off, cd_len) = (u32_of(out.len())?, u32_of(central.len())?);
+    out.extend_from_slice(&central);
+    u32_of(out.len())?;
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // disk numbers
+    out.extend_from_slice(&entries.to_le_bytes());
+    out.extend_from_slice(&entries.to_le_bytes());
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_off.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // comment
+    write_atomic(path, &out)
 }
