@@ -2,6 +2,18 @@
 //! `direction.N` (N >= 1, the output of block N), F32 `[n_embd]`, with
 //! `general.architecture = "controlvector"`, `controlvector.model_hint` and
 //! `controlvector.layer_count` (i32, as cvector-generator writes it).
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! // Export "4 times feature 10 of this SAE" as a control vector for block 6,
+//! // to be loaded with `llama-cli --control-vector steer.gguf`.
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+//! let dir = saeplug::hook::recompose(&sae, &[(10, 4.0)]);
+//! let path = std::env::temp_dir().join(format!("saeplug-doc-cvec-{}.gguf", std::process::id()));
+//! saeplug::cvec::write_control_vector(&path, "llama", &[(6, dir)])?;
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(()) }
+//! ```
 
 use std::path::Path;
 
@@ -17,6 +29,19 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Write a control vector: one `(layer, direction)` per steered block; every
 /// direction has the same length (n_embd). Written atomically.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::cvec::write_control_vector;
+/// let path = std::env::temp_dir().join(format!("saeplug-doc-cvec2-{}.gguf", std::process::id()));
+/// write_control_vector(&path, "llama", &[(1, vec![0.5; 8]), (3, vec![-0.5; 8])])?;
+/// assert_eq!(&std::fs::read(&path).unwrap()[..4], b"GGUF");
+/// // llama.cpp has no direction.0, and every direction has the same length.
+/// assert!(write_control_vector(&path, "llama", &[(0, vec![1.0; 8])]).is_err());
+/// assert!(write_control_vector(&path, "llama", &[(1, vec![1.0; 8]), (2, vec![1.0; 4])]).is_err());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 pub fn write_control_vector(
     path: &Path,
     model_hint: &str,

@@ -3,10 +3,28 @@
 use std::path::PathBuf;
 
 /// Result alias used across the crate.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// fn d_sae_of(dir: &std::path::Path) -> saeplug::Result<usize> {
+///     Ok(saeplug::Sae::open(dir)?.d_sae())
+/// }
+/// assert!(d_sae_of(std::path::Path::new("/nonexistent")).is_err());
+/// # Ok(()) }
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in saeplug. Every variant carries enough context
 /// (path, tensor name, shapes) for the message alone to say what to fix.
+///
+/// ```
+/// use saeplug::{Error, Sae};
+/// match Sae::open("/nonexistent/sae") {
+///     Err(e @ Error::Io { .. }) => println!("cannot read it: {e}"),
+///     Err(e) => println!("not a usable SAE: {e}"),
+///     Ok(sae) => println!("d_sae = {}", sae.d_sae()),
+/// }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -109,6 +127,17 @@ impl Error {
 }
 
 /// A coarse, exhaustive classification of [`Error`], stable for bindings.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend, ErrorKind};
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+/// let x = vec![f32::NAN; 8];
+/// let mut f = vec![0.0; 32];
+/// let err = CpuBackend::new(1).encode(&sae, &x, &mut f).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::NonFinite);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// [`Error::Io`].
@@ -137,6 +166,12 @@ pub enum ErrorKind {
 
 impl Error {
     /// The error's kind.
+    ///
+    /// ```
+    /// use saeplug::{ErrorKind, Sae};
+    /// let err = Sae::open("/nonexistent/sae").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Io);
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,

@@ -2,6 +2,26 @@
 //! edits, applied in place to an engine's `[n_tokens, d_model]` activations.
 //! Also feature recording (firing counts, means, top activating positions) and
 //! steering-vector decomposition into SAE features.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use std::sync::Arc;
+//! use saeplug::hook::{Hook, Positions, Recorder};
+//! use saeplug::{Backend, CpuBackend, steer::Edit};
+//! let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?);
+//! let cpu = CpuBackend::new(1);
+//! // Steer: add 4 * d_10 to the last token of every batch at layer 6.
+//! let mut hook = Hook::new(Arc::clone(&sae), 6);
+//! hook.positions = Positions::Last;
+//! hook.edits.push(Edit::AddFeature { feature: 10, coef: 4.0 });
+//! let mut acts = saeplug::synthetic::Rng::new(1).normal_vec(5 * 16, 1.0); // 5 tokens
+//! hook.apply(&cpu, &mut acts, 0)?;
+//! // Record which features fire, for auto-interp.
+//! let mut rec = Recorder::new(sae.d_sae(), 3);
+//! rec.record(&cpu.encode_sparse(&sae, &acts)?, 0)?;
+//! assert_eq!(rec.tokens(), 5);
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -18,6 +38,14 @@ use crate::steer::{Edit, FeatureSource, apply_edits_with};
 /// Which token positions of a sequence a hook edits. Positions are absolute
 /// (0 = the first token of the sequence); a batch starting at position `pos0`
 /// covers `pos0 .. pos0 + n_tokens`.
+///
+/// ```
+/// use saeplug::hook::Positions;
+/// assert_eq!(Positions::All.rows(3, 10), [0, 1, 2]);
+/// assert_eq!(Positions::First(2).rows(4, 0), [0, 1]);
+/// assert_eq!(Positions::Last.rows(4, 0), [3]);
+/// assert_eq!(Positions::Ranges(vec![5..7]).rows(4, 4), [1, 2]); // positions 5 and 6
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Positions {
     /// Every position.
@@ -32,6 +60,13 @@ pub enum Positions {
 
 impl Positions {
     /// Rows of a batch of `n` tokens starting at absolute position `pos0`.
+    ///
+    /// ```
+    /// use saeplug::hook::Positions;
+    /// // Prompt steering on the first 3 positions: a later batch (positions 8..) is untouched.
+    /// assert_eq!(Positions::First(3).rows(4, 0), [0, 1, 2]);
+    /// assert!(Positions::First(3).rows(4, 8).is_empty());
+    /// ```
     pub fn rows(&self, n: usize, pos0: usize) -> Vec<usize> {
         match self {
             Positions::All => (0..n).collect(),
@@ -45,6 +80,30 @@ impl Positions {
 }
 
 /// Replace the activations by the SAE's reconstruction?
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use std::sync::Arc;
+/// use saeplug::hook::{Hook, Replace};
+/// use saeplug::{Backend, CpuBackend};
+/// let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?);
+/// let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+/// let mut hook = Hook::new(Arc::clone(&sae), 0);
+/// hook.replace = Replace::ReconstructionOnly;
+/// let mut y = x.clone();
+/// hook.apply(&CpuBackend::new(1), &mut y, 0)?;
+/// // With no edits, ReconstructionOnly gives the SAE's reconstruction...
+/// let mut recon = vec![0.0; x.len()];
+/// let cpu = CpuBackend::new(1);
+/// cpu.decode_sparse(&sae, &cpu.encode_sparse(&sae, &x)?, &mut recon)?;
+/// assert!(y.iter().zip(&recon).all(|(a, b)| (a - b).abs() < 1e-5));
+/// // ...and WithError gives x back (reconstruction plus the error term).
+/// hook.replace = Replace::WithError;
+/// let mut z = x.clone();
+/// hook.apply(&cpu, &mut z, 0)?;
+/// assert!(z.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-5));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Replace {
     /// No: only the error-preserving edits `x + (f' - f) W_dec`.
@@ -58,6 +117,20 @@ pub enum Replace {
 }
 
 /// A steering hook.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use std::sync::Arc;
+/// use saeplug::hook::{Hook, Positions};
+/// use saeplug::{CpuBackend, steer::Edit};
+/// let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?);
+/// let mut hook = Hook::new(sae, 4);
+/// hook.positions = Positions::Ranges(vec![0..2]);
+/// hook.edits = vec![Edit::Ablate { feature: 3 }, Edit::Scale { feature: 8, factor: 2.0 }];
+/// let mut x = vec![0.1; 3 * 16];
+/// hook.apply(&CpuBackend::new(1), &mut x, 0)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Hook {
     /// The SAE.
@@ -76,6 +149,16 @@ pub struct Hook {
 
 impl Hook {
     /// A hook with no edits on all positions.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use std::sync::Arc;
+    /// let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?);
+    /// let hook = saeplug::hook::Hook::new(sae, 12);
+    /// assert_eq!(hook.layer, 12);
+    /// assert!(hook.edits.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn new(sae: Arc<Sae>, layer: u32) -> Self {
         Hook {
             sae,
@@ -88,6 +171,20 @@ impl Hook {
     }
 
     /// Apply in place to `x` (`[n, d_in]`, first row at absolute position `pos0`).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use std::sync::Arc;
+    /// use saeplug::{CpuBackend, hook::Hook, steer::Edit};
+    /// let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?);
+    /// let mut hook = Hook::new(sae, 0);
+    /// hook.edits.push(Edit::AddVector { vector: vec![1.0; 16], coef: 2.0 });
+    /// let mut x = vec![0.0; 2 * 16];
+    /// hook.apply(&CpuBackend::new(1), &mut x, 0)?;
+    /// assert!(x.iter().all(|v| *v == 2.0));
+    /// assert!(hook.apply(&CpuBackend::new(1), &mut x[..20], 0).is_err()); // not whole rows
+    /// # Ok(()) }
+    /// ```
     pub fn apply(&self, backend: &dyn Backend, x: &mut [f32], pos0: usize) -> Result<()> {
         let sae = &*self.sae;
         let d = sae.d_in();
@@ -133,6 +230,18 @@ impl Hook {
 }
 
 /// Feature statistics over a run: what auto-interpretability pipelines need.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{SparseCodes, hook::Recorder};
+/// let mut rec = Recorder::new(4, 2);
+/// // Two tokens at positions 7 and 8: feature 1 fires on both, feature 3 on one.
+/// rec.record(&SparseCodes::from_dense(&[0.0, 2.0, 0.0, 0.0, 0.0, 5.0, 0.0, 1.0], 4, Vec::new()), 7)?;
+/// assert_eq!(rec.firing_counts(), [0, 2, 0, 1]);
+/// assert_eq!(rec.top(1), [(5.0, 8), (2.0, 7)]);
+/// assert_eq!(rec.mean_activation()[1], 3.5);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Recorder {
     d_sae: usize,
@@ -146,6 +255,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder for `d_sae` features keeping the `top_n` strongest positions each.
+    ///
+    /// ```
+    /// let rec = saeplug::hook::Recorder::new(16384, 20);
+    /// assert_eq!(rec.tokens(), 0);
+    /// assert_eq!(rec.firing_counts().len(), 16384);
+    /// ```
     pub fn new(d_sae: usize, top_n: usize) -> Self {
         Recorder {
             d_sae,
@@ -158,6 +273,16 @@ impl Recorder {
     }
 
     /// Add one batch of codes whose first row is at absolute position `pos0`.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{SparseCodes, hook::Recorder};
+    /// let mut rec = Recorder::new(3, 1);
+    /// rec.record(&SparseCodes::from_dense(&[1.0, 0.0, 0.0], 3, Vec::new()), 0)?;
+    /// assert!(rec.record(&SparseCodes::from_dense(&[1.0, 0.0], 2, Vec::new()), 1).is_err()); // other d_sae
+    /// assert_eq!(rec.tokens(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn record(&mut self, codes: &SparseCodes, pos0: u64) -> Result<()> {
         if codes.d_sae != self.d_sae {
             return Err(Error::invalid(format!(
@@ -185,16 +310,40 @@ impl Recorder {
     }
 
     /// Tokens seen.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let mut rec = saeplug::hook::Recorder::new(2, 1);
+    /// rec.record(&saeplug::SparseCodes::from_dense(&[0.0; 6], 2, Vec::new()), 0)?;
+    /// assert_eq!(rec.tokens(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn tokens(&self) -> u64 {
         self.tokens
     }
 
     /// Times each feature fired.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let mut rec = saeplug::hook::Recorder::new(2, 1);
+    /// rec.record(&saeplug::SparseCodes::from_dense(&[0.0, 1.0, 0.0, 3.0], 2, Vec::new()), 0)?;
+    /// assert_eq!(rec.firing_counts(), [0, 2]);
+    /// # Ok(()) }
+    /// ```
     pub fn firing_counts(&self) -> &[u64] {
         &self.count
     }
 
     /// Mean activation of each feature over all tokens seen.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let mut rec = saeplug::hook::Recorder::new(2, 1);
+    /// rec.record(&saeplug::SparseCodes::from_dense(&[0.0, 1.0, 0.0, 3.0], 2, Vec::new()), 0)?;
+    /// assert_eq!(rec.mean_activation(), [0.0, 2.0]);
+    /// # Ok(()) }
+    /// ```
     pub fn mean_activation(&self) -> Vec<f64> {
         self.sum
             .iter()
@@ -203,6 +352,14 @@ impl Recorder {
     }
 
     /// Top (value, position) pairs of feature `i`, strongest first.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let mut rec = saeplug::hook::Recorder::new(1, 2);
+    /// rec.record(&saeplug::SparseCodes::from_dense(&[1.0, 4.0, 2.0], 1, Vec::new()), 100)?;
+    /// assert_eq!(rec.top(0), [(4.0, 101), (2.0, 102)]); // the 2 strongest, with positions
+    /// # Ok(()) }
+    /// ```
     pub fn top(&self, i: usize) -> &[(f32, u64)] {
         &self.top[i]
     }
@@ -210,6 +367,15 @@ impl Recorder {
     /// The statistics as JSON: `{"d_sae", "tokens", "firing_count": [...],
     /// "mean_activation": [...], "mean_when_firing": [...],
     /// "top": {"<feature>": [[position, value], ...]}}` (features that fired).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let mut rec = saeplug::hook::Recorder::new(2, 1);
+    /// rec.record(&saeplug::SparseCodes::from_dense(&[0.0, 1.5], 2, Vec::new()), 3)?;
+    /// let json = rec.to_json();
+    /// assert!(json.contains("\"firing_count\":[0,1]"), "{json}");
+    /// # Ok(()) }
+    /// ```
     pub fn to_json(&self) -> String {
         let mean_fire: Vec<f64> = self
             .sum
@@ -236,12 +402,36 @@ impl Recorder {
     }
 
     /// Write [`Recorder::to_json`] to `path` atomically.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let rec = saeplug::hook::Recorder::new(2, 1);
+    /// let path = std::env::temp_dir().join(format!("saeplug-doc-rec-{}.json", std::process::id()));
+    /// rec.write_json(&path)?;
+    /// assert_eq!(std::fs::read_to_string(&path).unwrap(), rec.to_json());
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn write_json(&self, path: &Path) -> Result<()> {
         crate::weights::write_atomic(path, self.to_json().as_bytes())
     }
 }
 
 /// A steering vector expressed in SAE features.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::hook::decompose_vector;
+/// use saeplug::solve::{Solver, SolverParams};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let v = saeplug::hook::recompose(&sae, &[(4, 2.0), (9, -1.0)]);
+/// let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 8);
+/// p.nonnegative = false; // the vector has a negative component
+/// let dec = decompose_vector(&sae, &v, &p)?;
+/// assert!(dec.cosine > 0.999 && dec.rel_error < 1e-3);
+/// assert!(dec.features[..2].iter().any(|&(i, _)| i == 4));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Decomposition {
     /// (feature, coefficient), strongest |coefficient| first.
@@ -287,6 +477,15 @@ fn finish(sae: &Sae, v: &[f32], mut features: Vec<(usize, f32)>) -> Decompositio
 }
 
 /// `sum c_i d_i`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let sae = saeplug::synthetic::random_sae(4, 8, saeplug::Architecture::Standard, 3)?;
+/// let v = saeplug::hook::recompose(&sae, &[(2, 3.0)]);
+/// let d2 = &sae.weights().w_dec.as_slice()[2 * 4..3 * 4];
+/// assert!(v.iter().zip(d2).all(|(a, b)| (a - 3.0 * b).abs() < 1e-6));
+/// # Ok(()) }
+/// ```
 pub fn recompose(sae: &Sae, features: &[(usize, f32)]) -> Vec<f32> {
     let d = sae.d_in();
     let wd = sae.weights().w_dec.as_slice();
@@ -303,6 +502,20 @@ pub fn recompose(sae: &Sae, features: &[(usize, f32)]) -> Vec<f32> {
 
 /// Decompose a steering vector `v` with a signed ITO solve on the decoder
 /// (steering vectors are off-distribution for the encoder; no b_dec involved).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::hook::{decompose_vector, recompose};
+/// use saeplug::solve::{Solver, SolverParams};
+/// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+/// let v = recompose(&sae, &[(7, 1.5), (40, -0.5)]); // signed: steering vectors may subtract
+/// let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 4);
+/// p.nonnegative = false;
+/// let dec = decompose_vector(&sae, &v, &p)?;
+/// assert_eq!(dec.features[0].0, 7);
+/// assert!((dec.features[0].1 - 1.5).abs() < 1e-3);
+/// # Ok(()) }
+/// ```
 pub fn decompose_vector(sae: &Sae, v: &[f32], p: &SolverParams) -> Result<Decomposition> {
     if v.len() != sae.d_in() {
         return Err(Error::invalid(format!(
@@ -331,6 +544,17 @@ pub fn decompose_vector(sae: &Sae, v: &[f32], p: &SolverParams) -> Result<Decomp
 
 /// ActAdd decomposition (GDM): `f(h+) - f(h-)` per position, averaged over the
 /// positions, against `v = mean(h+ - h-)`. `h_plus`, `h_minus`: `[p, d_in]`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{CpuBackend, hook::decompose_actadd};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let mut rng = saeplug::synthetic::Rng::new(1);
+/// let (h_plus, h_minus) = (rng.normal_vec(3 * 16, 1.0), rng.normal_vec(3 * 16, 1.0));
+/// let dec = decompose_actadd(&CpuBackend::new(1), &sae, &h_plus, &h_minus)?;
+/// assert_eq!(dec.recomposed.len(), 16);
+/// # Ok(()) }
+/// ```
 pub fn decompose_actadd(
     backend: &dyn Backend,
     sae: &Sae,
@@ -373,6 +597,20 @@ pub fn decompose_actadd(
 
 /// Remove features from a vector: `v - sum_{i in remove} c_i d_i` with the
 /// coefficients of `dec`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::hook::{decompose_vector, filter, recompose};
+/// use saeplug::solve::{Solver, SolverParams};
+/// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+/// let v = recompose(&sae, &[(7, 1.5), (40, 0.5)]);
+/// let dec = decompose_vector(&sae, &v, &SolverParams::new(Solver::OrthogonalMatchingPursuit, 4))?;
+/// // Drop feature 40 from the steering vector: what is left is 1.5 * d_7.
+/// let kept = filter(&sae, &v, &dec, &[40]);
+/// let want = recompose(&sae, &[(7, 1.5)]);
+/// assert!(kept.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-3));
+/// # Ok(()) }
+/// ```
 pub fn filter(sae: &Sae, v: &[f32], dec: &Decomposition, remove: &[usize]) -> Vec<f32> {
     let drop: Vec<(usize, f32)> = dec
         .features

@@ -22,6 +22,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod backend;
 pub mod cvec;
 mod error;
@@ -40,6 +42,16 @@ pub use backend::cpu::CpuBackend;
 #[cfg(feature = "gpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 /// Adapter description types (re-exported from wgpu).
+///
+/// ```
+/// use saeplug::wgpu_types::{AdapterInfo, DeviceType};
+/// fn is_real_gpu(info: &AdapterInfo) -> bool {
+///     matches!(info.device_type, DeviceType::DiscreteGpu | DeviceType::IntegratedGpu)
+/// }
+/// if let Ok(gpu) = saeplug::WgpuBackend::new(Default::default()) {
+///     println!("{}: real GPU = {}", gpu.adapter_info().name, is_real_gpu(gpu.adapter_info()));
+/// }
+/// ```
 #[cfg(feature = "gpu")]
 pub mod wgpu_types {
     pub use wgpu::{AdapterInfo, DeviceType};

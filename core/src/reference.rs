@@ -1,5 +1,17 @@
 //! Plain f64 loops straight from FORMATS.md: the oracle for every kernel. Slow on
 //! purpose; shares no code with the backends.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Backend, CpuBackend};
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Gated, 3)?;
+//! let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+//! let mut f = vec![0.0; 2 * 64];
+//! CpuBackend::new(1).encode(&sae, &x, &mut f)?;
+//! let want: Vec<f64> = saeplug::reference::encode(&sae, &x); // f64 loops
+//! assert!(f.iter().zip(&want).all(|(a, b)| (*a as f64 - b).abs() < 1e-4));
+//! # Ok(()) }
+//! ```
 #![allow(
     clippy::needless_range_loop,
     reason = "index loops mirror the formulas"

@@ -1,4 +1,17 @@
 //! The `Sae` type: configuration, architecture and weight views.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Architecture, Sae};
+//! # let dir = std::env::temp_dir().join(format!("saeplug-doc-sae-{}", std::process::id()));
+//! # saeplug::synthetic::random_sae(16, 64, Architecture::JumpRelu, 1)?.save_saelens(&dir)?;
+//! // `dir` is a SAELens folder (cfg.json + sae_weights.safetensors).
+//! let sae = Sae::open(&dir)?;
+//! assert_eq!(sae.config().architecture, Architecture::JumpRelu);
+//! assert_eq!((sae.d_in(), sae.d_sae()), (16, 64));
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +21,18 @@ use crate::error::{Error, Result};
 use crate::weights::{MappedFile, Tensor, write_atomic, write_safetensors};
 
 /// Order of the top-k selection relative to the ReLU (FORMATS.md section 8.1).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Architecture, Backend, CpuBackend, TopKOrder, synthetic::random_sae};
+/// // Signed top-k keeps the k largest |pre-activations|, so it can return negatives.
+/// let topk = |order| Architecture::TopK { k: 4, order, rescale_by_decoder_norm: false };
+/// let sae = random_sae(16, 64, topk(TopKOrder::Signed), 1)?;
+/// let x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+/// let codes = CpuBackend::new(1).encode_sparse(&sae, &x)?;
+/// assert_eq!(codes.indices.len(), 4);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopKOrder {
     /// SAELens and OpenAI: keep the k largest pre-activations, then ReLU them.
@@ -21,6 +46,20 @@ pub enum TopKOrder {
 }
 
 /// Encoder architecture.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Architecture, Sae};
+/// fn describe(sae: &Sae) -> String {
+///     match sae.config().architecture {
+///         Architecture::TopK { k, .. } => format!("top-{k}"),
+///         a => a.name().to_string(),
+///     }
+/// }
+/// let sae = saeplug::synthetic::random_sae(8, 32, Architecture::Gated, 1)?;
+/// assert_eq!(describe(&sae), "gated");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
     /// `relu(x W_enc + b_enc)`.
@@ -42,6 +81,13 @@ pub enum Architecture {
 
 impl Architecture {
     /// Stable numeric code used by the C ABI.
+    ///
+    /// ```
+    /// use saeplug::Architecture;
+    /// assert_eq!(Architecture::Standard.code(), 0);
+    /// assert_eq!(Architecture::JumpRelu.code(), 1);
+    /// assert_eq!(Architecture::Gated.code(), 2);
+    /// ```
     pub fn code(&self) -> u32 {
         match self {
             Architecture::Standard => 0,
@@ -52,6 +98,10 @@ impl Architecture {
     }
 
     /// Name as SAELens spells it.
+    ///
+    /// ```
+    /// assert_eq!(saeplug::Architecture::JumpRelu.name(), "jumprelu");
+    /// ```
     pub fn name(&self) -> &'static str {
         match self {
             Architecture::Standard => "standard",
@@ -63,6 +113,14 @@ impl Architecture {
 }
 
 /// Input normalisation applied before encoding and inverted after decoding.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::Normalization;
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+/// assert_eq!(sae.config().normalization, Normalization::None);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Normalization {
     /// Identity (also `expected_average_only_in`, whose factor is folded in at load).
@@ -75,6 +133,12 @@ pub enum Normalization {
 
 impl Normalization {
     /// Stable numeric code used by the C ABI.
+    ///
+    /// ```
+    /// use saeplug::Normalization;
+    /// assert_eq!(Normalization::None.code(), 0);
+    /// assert_eq!(Normalization::LayerNorm.code(), 2);
+    /// ```
     pub fn code(self) -> u32 {
         match self {
             Normalization::None => 0,
@@ -87,6 +151,18 @@ impl Normalization {
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The file format an SAE was loaded from.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Format, Sae};
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+/// assert_eq!(sae.config().format, Format::InMemory);
+/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-fmt-{}", std::process::id()));
+/// sae.save_saelens(&dir)?;
+/// assert_eq!(Sae::open(&dir)?.config().format, Format::SaeLens);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// SAELens folder: `cfg.json` + `sae_weights.safetensors`.
@@ -102,6 +178,15 @@ pub enum Format {
 }
 
 /// Everything about an SAE except its weights.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+/// let cfg = sae.config();
+/// assert_eq!((cfg.d_in, cfg.d_sae), (8, 32));
+/// assert!(cfg.hook_name.is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SaeConfig {
     /// Input (residual) dimension.
@@ -130,6 +215,16 @@ pub(crate) enum EncLayout {
 }
 
 /// The weight tensors of an SAE.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::JumpRelu, 1)?;
+/// let w = sae.weights();
+/// assert_eq!(w.w_dec.shape(), [32, 8]);
+/// assert_eq!(w.threshold.as_ref().map(|t| t.shape().to_vec()), Some(vec![32]));
+/// assert!(w.r_mag.is_none()); // gated only
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SaeWeights {
     /// Encoder matrix, `[d_in, d_sae]` or `[d_sae, d_in]` (see `w_enc_transposed`).
@@ -152,6 +247,25 @@ pub struct SaeWeights {
 
 /// A loaded sparse autoencoder. Cheap to share across threads (`Send + Sync`);
 /// all compute entry points take `&Sae`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use std::sync::Arc;
+/// use saeplug::{Backend, CpuBackend};
+/// let sae = Arc::new(saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 1)?);
+/// // One SAE, many threads, each with its own backend.
+/// let handles: Vec<_> = (0..2).map(|t| {
+///     let sae = Arc::clone(&sae);
+///     std::thread::spawn(move || {
+///         let x = vec![t as f32; 16];
+///         CpuBackend::new(1).encode_sparse(&sae, &x).map(|c| c.n_rows())
+///     })
+/// }).collect();
+/// for h in handles {
+///     assert_eq!(h.join().unwrap()?, 1);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Sae {
     pub(crate) cfg: SaeConfig,
@@ -166,6 +280,32 @@ pub struct Sae {
 
 impl Sae {
     /// Build an SAE from a config and weights, checking every shape.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::weights::Tensor;
+    /// use saeplug::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights};
+    /// let (d_in, d_sae) = (2, 3);
+    /// let cfg = SaeConfig {
+    ///     d_in, d_sae,
+    ///     architecture: Architecture::Standard,
+    ///     apply_b_dec_to_input: false,
+    ///     normalization: Normalization::None,
+    ///     hook_name: Some("blocks.0.hook_resid_post".into()),
+    ///     format: Format::InMemory,
+    /// };
+    /// let w = SaeWeights {
+    ///     w_enc: Tensor::owned("W_enc", vec![d_in, d_sae], vec![1.0, 0.0, 1.0, 0.0, 1.0, -1.0])?,
+    ///     w_enc_transposed: false,
+    ///     b_enc: Tensor::owned("b_enc", vec![d_sae], vec![0.0; 3])?,
+    ///     w_dec: Tensor::owned("W_dec", vec![d_sae, d_in], vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5])?,
+    ///     b_dec: Tensor::owned("b_dec", vec![d_in], vec![0.0; 2])?,
+    ///     threshold: None, r_mag: None, b_mag: None,
+    /// };
+    /// let sae = Sae::from_parts(cfg, w)?;
+    /// assert_eq!(sae.d_sae(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn from_parts(cfg: SaeConfig, w: SaeWeights) -> Result<Self> {
         Self::assemble(cfg, w, Vec::new(), None)
     }
@@ -250,42 +390,112 @@ impl Sae {
     /// Weights are memory-mapped; f32 tensors are borrowed from the map (zero copy).
     /// The files must not be modified or truncated while the `Sae` lives; use
     /// [`Sae::check_unchanged`] to detect size/mtime changes.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::Sae;
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-open-{}", std::process::id()));
+    /// # saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 1)?.save_saelens(&dir)?;
+    /// // A folder, or the weights file inside it; Gemma Scope params.npz and
+    /// // sparsify folders open the same way.
+    /// let a = Sae::open(&dir)?;
+    /// let b = Sae::open(dir.join("sae_weights.safetensors"))?;
+    /// assert_eq!(a.weights().w_dec.as_slice(), b.weights().w_dec.as_slice());
+    /// assert!(Sae::open(dir.join("missing")).is_err());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         crate::format::open(path.as_ref())
     }
 
     /// A process-unique identity (backends key cached device copies by it).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let a = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// let b = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert_ne!(a.id(), b.id()); // same weights, different SAEs
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// Configuration.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert!(sae.config().apply_b_dec_to_input); // synthetic SAEs subtract b_dec first
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &SaeConfig {
         &self.cfg
     }
 
     /// Input dimension.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert_eq!(sae.d_in(), 8);
+    /// # Ok(()) }
+    /// ```
     pub fn d_in(&self) -> usize {
         self.cfg.d_in
     }
 
     /// Number of features.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert_eq!(sae.d_sae(), 32);
+    /// # Ok(()) }
+    /// ```
     pub fn d_sae(&self) -> usize {
         self.cfg.d_sae
     }
 
     /// Weights.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// // Decoder row (feature) 5 as a slice: a steering direction.
+    /// let d5 = &sae.weights().w_dec.as_slice()[5 * 8..6 * 8];
+    /// assert_eq!(d5.len(), 8);
+    /// # Ok(()) }
+    /// ```
     pub fn weights(&self) -> &SaeWeights {
         &self.w
     }
 
     /// Path the SAE was opened from.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert!(sae.path().is_none()); // built in memory
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
     /// Names of tensors that had to be copied (converted dtype or misaligned);
     /// empty means fully zero-copy.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-copied-{}", std::process::id()));
+    /// saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?.save_saelens(&dir)?;
+    /// let sae = saeplug::Sae::open(&dir)?;
+    /// assert!(sae.copied_tensors().is_empty()); // f32 safetensors: every tensor mapped
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn copied_tensors(&self) -> Vec<&str> {
         let w = &self.w;
         [
@@ -305,11 +515,29 @@ impl Sae {
     }
 
     /// Error if any mapped file changed size or modification time since open.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-unchanged-{}", std::process::id()));
+    /// saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?.save_saelens(&dir)?;
+    /// let sae = saeplug::Sae::open(&dir)?;
+    /// sae.check_unchanged()?;
+    /// # drop(sae);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn check_unchanged(&self) -> Result<()> {
         self.files.iter().try_for_each(|f| f.check_unchanged())
     }
 
     /// Euclidean norm of each decoder row, computed once on first use.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+    /// assert_eq!(sae.decoder_norms().len(), 32);
+    /// # Ok(()) }
+    /// ```
     pub fn decoder_norms(&self) -> &[f32] {
         self.dec_norms.get_or_init(|| {
             self.w
@@ -347,6 +575,19 @@ impl Sae {
 
     /// Save as a SAELens v6 folder (`cfg.json` + `sae_weights.safetensors`), atomically
     /// per file. Top-k SAEs of sparsify order cannot be expressed and are refused.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Architecture, Sae};
+    /// let sae = saeplug::synthetic::random_sae(8, 32, Architecture::Gated, 1)?;
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-save-{}", std::process::id()));
+    /// sae.save_saelens(&dir)?;
+    /// let back = Sae::open(&dir)?;
+    /// assert_eq!(back.config().architecture, Architecture::Gated);
+    /// assert_eq!(back.weights().b_enc.as_slice(), sae.weights().b_enc.as_slice());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn save_saelens(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

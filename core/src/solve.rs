@@ -10,6 +10,20 @@
 //! chosen. Codes are returned in the SAE's own units, so `Backend::decode_sparse`
 //! reconstructs `a W_dec + b_dec` (top-k SAEs that rescale by decoder norms get
 //! `a_i ||d_i||`, which their decode divides back).
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::solve::{Solver, SolverParams, solve};
+//! use saeplug::{Backend, CpuBackend};
+//! let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+//! let x = saeplug::synthetic::sparse_data(&sae, 4, 3, 0.0, 1); // 3-sparse rows
+//! let cpu = CpuBackend::new(1);
+//! let (codes, info) = solve(&cpu, &sae, &x, &SolverParams::new(Solver::GradientPursuit, 8))?;
+//! assert!(info.residual.iter().all(|r| *r < 1e-2));
+//! let mut recon = vec![0.0; x.len()];
+//! cpu.decode_sparse(&sae, &codes, &mut recon)?;
+//! # Ok(()) }
+//! ```
 #![allow(
     clippy::needless_range_loop,
     reason = "triangular solves index two arrays"
@@ -22,6 +36,13 @@ use crate::error::{Error, Result};
 use crate::sae::{Architecture, Normalization, Sae};
 
 /// Which sparse solver.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::solve::Solver;
+/// assert_eq!(Solver::parse("omp")?, Solver::OrthogonalMatchingPursuit);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Solver {
     /// Matching pursuit: only the chosen coordinate moves.
@@ -34,6 +55,15 @@ pub enum Solver {
 
 impl Solver {
     /// Parse `mp`, `omp` or `gp`.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::solve::Solver;
+    /// assert_eq!(Solver::parse("mp")?, Solver::MatchingPursuit);
+    /// assert_eq!(Solver::parse("gp")?, Solver::GradientPursuit);
+    /// assert!(Solver::parse("lasso").is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "mp" => Ok(Solver::MatchingPursuit),
@@ -47,6 +77,13 @@ impl Solver {
 }
 
 /// Solver settings. `Default`: gradient pursuit, k_max 32, nonnegative, no tolerance.
+///
+/// ```
+/// use saeplug::solve::{Solver, SolverParams};
+/// let mut p = SolverParams::new(Solver::MatchingPursuit, 16);
+/// p.tol = 1e-3;         // stop a row once its residual norm is below this
+/// p.nonnegative = false; // signed codes
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SolverParams {
@@ -73,6 +110,12 @@ impl Default for SolverParams {
 
 impl SolverParams {
     /// Settings for `solver` with `k_max` steps (nonnegative, no tolerance).
+    ///
+    /// ```
+    /// use saeplug::solve::{Solver, SolverParams};
+    /// let p = SolverParams::new(Solver::GradientPursuit, 32);
+    /// assert_eq!((p.k_max, p.tol, p.nonnegative), (32, 0.0, true));
+    /// ```
     pub fn new(solver: Solver, k_max: usize) -> Self {
         SolverParams {
             solver,
@@ -82,6 +125,16 @@ impl SolverParams {
     }
 
     /// Check against an SAE.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::solve::{Solver, SolverParams};
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 3)?;
+    /// assert!(SolverParams::new(Solver::GradientPursuit, 32).validate(&sae).is_ok());
+    /// assert!(SolverParams::new(Solver::GradientPursuit, 33).validate(&sae).is_err()); // k > d_sae
+    /// assert!(SolverParams::new(Solver::GradientPursuit, 0).validate(&sae).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn validate(&self, sae: &Sae) -> Result<()> {
         if self.k_max == 0 {
             return Err(Error::invalid("k_max must be at least 1"));
@@ -109,6 +162,18 @@ impl SolverParams {
 }
 
 /// Per-row outcome of a solve.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::solve::{Solver, SolverParams, solve};
+/// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+/// let x = saeplug::synthetic::sparse_data(&sae, 2, 2, 0.0, 1);
+/// let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 10);
+/// p.tol = 1e-4;
+/// let (_, info) = solve(&saeplug::CpuBackend::new(1), &sae, &x, &p)?;
+/// assert!(info.iters.iter().all(|&i| i < 10)); // 2-sparse rows stop early
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SolveInfo {
     /// Steps taken per row (< k_max when a row stopped early).
@@ -132,6 +197,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Solve for every row of `x` (`[n, d_in]`).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::solve::{Solver, SolverParams, solve};
+/// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+/// let x = saeplug::synthetic::sparse_data(&sae, 3, 4, 0.01, 2);
+/// let (codes, info) = solve(&saeplug::CpuBackend::new(1), &sae, &x, &SolverParams::new(Solver::MatchingPursuit, 6))?;
+/// assert_eq!(codes.n_rows(), 3);
+/// assert!((0..3).all(|r| codes.row(r).0.len() <= 6));
+/// assert_eq!(info.residual.len(), 3);
+/// # Ok(()) }
+/// ```
 pub fn solve(
     cpu: &CpuBackend,
     sae: &Sae,

@@ -2,6 +2,18 @@
 //! An edit touching feature `i` computes only `f_i` (O(d_in)) for standard,
 //! jumprelu and gated SAEs; top-k SAEs need the whole row's k-th value, so they
 //! encode that row.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::steer::{Edit, apply_edits, feature_activation};
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+//! let mut x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+//! // A feature that fires on x: clamping it moves its activation exactly there.
+//! let i = (0..64).find(|&i| feature_activation(&sae, &x, i).is_ok_and(|a| a > 0.0)).unwrap();
+//! apply_edits(&sae, &mut x, &[Edit::Clamp { feature: i, value: 3.0 }], None)?;
+//! assert!((feature_activation(&sae, &x, i)? - 3.0).abs() < 1e-4);
+//! # Ok(()) }
+//! ```
 
 use crate::backend::Backend;
 use crate::backend::cpu::CpuBackend;
@@ -10,6 +22,22 @@ use crate::error::{Error, Result};
 use crate::sae::{Architecture, EncLayout, Normalization, Sae};
 
 /// One edit of one feature (or a raw vector).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::steer::{Edit, apply_edits, feature_activation};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let mut x = saeplug::synthetic::Rng::new(2).normal_vec(2 * 16, 1.0);
+/// let edits = [
+///     Edit::Ablate { feature: 1 },
+///     Edit::Scale { feature: 2, factor: 0.5 },
+///     Edit::AddFeature { feature: 3, coef: 4.0 },
+///     Edit::AddVector { vector: vec![0.01; 16], coef: 1.0 },
+/// ];
+/// apply_edits(&sae, &mut x, &edits, None)?;
+/// assert!(feature_activation(&sae, &x[..16], 1)? < 0.1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Edit {
     /// `x += c * d_i`.
@@ -49,6 +77,17 @@ pub enum Edit {
 
 /// Check `x`, `edits` and `rows` against `sae`; returns the number of rows.
 /// Everything that can fail is checked here, before any row is modified.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::steer::{Edit, validate_edits};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let x = vec![0.0; 3 * 16];
+/// assert_eq!(validate_edits(&sae, &x, &[Edit::Ablate { feature: 7 }], None)?, 3);
+/// assert!(validate_edits(&sae, &x, &[Edit::Ablate { feature: 64 }], None).is_err());
+/// assert!(validate_edits(&sae, &x, &[], Some(&[3])).is_err()); // row 3 of 3
+/// # Ok(()) }
+/// ```
 pub fn validate_edits(
     sae: &Sae,
     x: &[f32],
@@ -119,6 +158,19 @@ fn check_feature(sae: &Sae, i: usize) -> Result<()> {
 
 /// Activation of the single feature `i` for one input row, computing only that
 /// feature for standard/jumprelu/gated SAEs.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend, steer::feature_activation};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::JumpRelu, 3)?;
+/// let x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+/// let mut f = vec![0.0; 64];
+/// CpuBackend::new(1).encode(&sae, &x, &mut f)?;
+/// for i in [0, 17, 63] {
+///     assert!((feature_activation(&sae, &x, i)? - f[i]).abs() < 1e-5);
+/// }
+/// # Ok(()) }
+/// ```
 pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
     let (d, ds) = (sae.d_in(), sae.d_sae());
     if x.len() != d {
@@ -168,6 +220,18 @@ pub fn feature_activation(sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
 }
 
 /// Where edits read the current feature activations `f_i(x)` from.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::solve::{Solver, SolverParams};
+/// use saeplug::steer::{Edit, FeatureSource, apply_edits_with};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let mut x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+/// // Read the activation to ablate from an 8-sparse gradient-pursuit code.
+/// let source = FeatureSource::Solver(SolverParams::new(Solver::GradientPursuit, 8));
+/// apply_edits_with(&sae, &mut x, &[Edit::Ablate { feature: 4 }], None, &source)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub enum FeatureSource {
     /// The SAE's own encoder (only the edited features are computed).
@@ -180,11 +244,36 @@ pub enum FeatureSource {
 /// Apply `edits` in place to every row of `x` (`[n, d_in]`) selected by `rows`
 /// (`None` = all rows), reading activations from the SAE's encoder.
 /// Feature activations are read from the unedited row.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::steer::{Edit, apply_edits};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let mut x = saeplug::synthetic::Rng::new(2).normal_vec(2 * 16, 1.0);
+/// let before = x.clone();
+/// apply_edits(&sae, &mut x, &[Edit::AddVector { vector: vec![1.0; 16], coef: 0.5 }], Some(&[0]))?;
+/// assert!(x[..16].iter().zip(&before).all(|(a, b)| (a - b - 0.5).abs() < 1e-6));
+/// assert_eq!(x[16..], before[16..]);
+/// # Ok(()) }
+/// ```
 pub fn apply_edits(sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>) -> Result<()> {
     apply_edits_with(sae, x, edits, rows, &FeatureSource::Encoder)
 }
 
 /// [`apply_edits`] with the activations taken from `source`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::steer::{Edit, FeatureSource, apply_edits, apply_edits_with};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+/// let edit = [Edit::Scale { feature: 5, factor: 2.0 }];
+/// let (mut a, mut b) = (x.clone(), x.clone());
+/// apply_edits(&sae, &mut a, &edit, None)?;
+/// apply_edits_with(&sae, &mut b, &edit, None, &FeatureSource::Encoder)?;
+/// assert_eq!(a, b);
+/// # Ok(()) }
+/// ```
 pub fn apply_edits_with(
     sae: &Sae,
     x: &mut [f32],

@@ -1,5 +1,15 @@
 //! L0 vs reconstruction sweeps: the SAE's own encoder against each ITO solver at
 //! several k on the same inputs (ALGORITHMS.md, GDM's comparison).
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! let report = saeplug::sweep::sweep_synthetic(&[4, 8], 1)?;
+//! println!("{}", report.table());
+//! // Gradient pursuit at k = 8 reconstructs the 5-sparse data better than the encoder.
+//! let gp8 = report.points.iter().find(|p| p.method == "gp" && p.k == Some(8)).unwrap();
+//! assert!(gp8.fvu < report.encoder.fvu);
+//! # Ok(()) }
+//! ```
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, SparseCodes};
@@ -9,6 +19,15 @@ use crate::solve::{Solver, SolverParams, solve};
 use crate::synthetic::{random_sae, sparse_data};
 
 /// One point of the frontier.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let r = saeplug::sweep::sweep_synthetic(&[2], 1)?;
+/// let p = &r.points[0];
+/// assert_eq!(p.k, Some(2));
+/// assert!(p.l0 <= 2.0 && p.fvu >= 0.0);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Point {
     /// "encoder", "mp", "omp" or "gp".
@@ -22,6 +41,14 @@ pub struct Point {
 }
 
 /// A finished sweep, holding what is needed to evaluate more points.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let r = saeplug::sweep::sweep_synthetic(&[4], 1)?;
+/// assert_eq!(r.encoder.method, "encoder");
+/// assert_eq!(r.points.len(), 3); // mp, omp, gp at k = 4
+/// # Ok(()) }
+/// ```
 pub struct SweepReport {
     /// The SAE swept.
     pub sae: Sae,
@@ -34,6 +61,14 @@ pub struct SweepReport {
 }
 
 /// Fraction of variance unexplained: `sum ||x - x̂||² / sum ||x - mean(x)||²`.
+///
+/// ```
+/// use saeplug::sweep::fvu;
+/// let x = [1.0, 2.0, 3.0, 4.0]; // two rows of d = 2
+/// assert_eq!(fvu(&x, &x, 2), 0.0); // perfect
+/// let mean = [2.0, 3.0, 2.0, 3.0];
+/// assert!((fvu(&x, &mean, 2) - 1.0).abs() < 1e-12); // predicting the mean explains nothing
+/// ```
 pub fn fvu(x: &[f32], recon: &[f32], d: usize) -> f64 {
     let n = x.len() / d.max(1);
     if n == 0 {
@@ -75,6 +110,15 @@ fn point(
 }
 
 /// Evaluate `solver` at `k` on the report's SAE and inputs.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{solve::Solver, sweep::{run_solver, sweep_synthetic}};
+/// let r = sweep_synthetic(&[], 1)?;
+/// let omp = run_solver(&r, Solver::OrthogonalMatchingPursuit, 5)?;
+/// assert!(omp.fvu < 0.1);
+/// # Ok(()) }
+/// ```
 pub fn run_solver(r: &SweepReport, solver: Solver, k: usize) -> Result<Point> {
     let (codes, _) = solve(
         &CpuBackend::default(),
@@ -91,6 +135,15 @@ pub fn run_solver(r: &SweepReport, solver: Solver, k: usize) -> Result<Point> {
 }
 
 /// Sweep `sae` on `x` for every k in `ks` (values above d_sae are skipped).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::JumpRelu, 3)?;
+/// let x = saeplug::synthetic::sparse_data(&sae, 16, 3, 0.01, 1);
+/// let r = saeplug::sweep::sweep(sae, x, &[2, 4, 1000])?; // k = 1000 > d_sae: skipped
+/// assert_eq!(r.points.len(), 6);
+/// # Ok(()) }
+/// ```
 pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
     let codes = CpuBackend::default().encode_sparse(&sae, &x)?;
     let encoder = point(&sae, &x, &codes, "encoder", None)?;
@@ -115,6 +168,13 @@ pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
 
 /// A synthetic JumpReLU SAE (d_in 128, d_sae 512, tied weights) and 256 inputs that
 /// are sparse nonnegative combinations of 5 of its decoder rows plus noise.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// let r = saeplug::sweep::sweep_synthetic(&[5], 7)?;
+/// assert_eq!((r.sae.d_in(), r.sae.d_sae(), r.x.len()), (128, 512, 256 * 128));
+/// # Ok(()) }
+/// ```
 pub fn sweep_synthetic(ks: &[usize], seed: u64) -> Result<SweepReport> {
     let sae = random_sae(128, 512, Architecture::JumpRelu, seed)?;
     let x = sparse_data(&sae, 256, 5, 0.05, seed + 1);
@@ -123,6 +183,13 @@ pub fn sweep_synthetic(ks: &[usize], seed: u64) -> Result<SweepReport> {
 
 impl SweepReport {
     /// The sweep as a text table.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let table = saeplug::sweep::sweep_synthetic(&[4], 1)?.table();
+    /// assert!(table.contains("encoder") && table.contains("omp"));
+    /// # Ok(()) }
+    /// ```
     pub fn table(&self) -> String {
         let mut s = format!("{:<8} {:>5} {:>8} {:>8}\n", "method", "k", "L0", "FVU");
         let e = &self.encoder;

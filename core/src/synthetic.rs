@@ -1,20 +1,46 @@
 //! Deterministic random SAEs and data, for demos, tests and benchmarks.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::synthetic::{random_sae, sparse_data};
+//! let sae = random_sae(64, 256, saeplug::Architecture::Gated, 42)?;
+//! let x = sparse_data(&sae, 10, 4, 0.05, 43);
+//! assert_eq!(x.len(), 10 * 64);
+//! # Ok(()) }
+//! ```
 
 use crate::error::Result;
 use crate::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights};
 use crate::weights::Tensor;
 
 /// SplitMix64: small, fast, deterministic; not for cryptography.
+///
+/// ```
+/// use saeplug::synthetic::Rng;
+/// let (mut a, mut b) = (Rng::new(9), Rng::new(9));
+/// assert_eq!(a.next_u64(), b.next_u64()); // deterministic
+/// ```
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
     /// Seeded generator.
+    ///
+    /// ```
+    /// let mut rng = saeplug::synthetic::Rng::new(1);
+    /// assert_ne!(rng.next_u64(), rng.next_u64());
+    /// ```
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
     /// Next 64 random bits.
+    ///
+    /// ```
+    /// let mut rng = saeplug::synthetic::Rng::new(0);
+    /// let bits = rng.next_u64();
+    /// assert_ne!(bits, 0);
+    /// ```
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -24,11 +50,22 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
+    ///
+    /// ```
+    /// let mut rng = saeplug::synthetic::Rng::new(3);
+    /// assert!((0..1000).map(|_| rng.uniform()).all(|u| (0.0..1.0).contains(&u)));
+    /// ```
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Standard normal (Box-Muller).
+    ///
+    /// ```
+    /// let mut rng = saeplug::synthetic::Rng::new(3);
+    /// let mean = (0..10_000).map(|_| rng.normal()).sum::<f64>() / 10_000.0;
+    /// assert!(mean.abs() < 0.05);
+    /// ```
     pub fn normal(&mut self) -> f64 {
         let u1 = self.uniform().max(1e-300);
         let u2 = self.uniform();
@@ -36,6 +73,12 @@ impl Rng {
     }
 
     /// `n` normal samples scaled by `s`, as f32.
+    ///
+    /// ```
+    /// let v = saeplug::synthetic::Rng::new(3).normal_vec(5, 0.1);
+    /// assert_eq!(v.len(), 5);
+    /// assert!(v.iter().all(|x| x.abs() < 1.0));
+    /// ```
     pub fn normal_vec(&mut self, n: usize, s: f64) -> Vec<f32> {
         (0..n).map(|_| (self.normal() * s) as f32).collect()
     }
@@ -44,6 +87,14 @@ impl Rng {
 /// A random SAE of the given architecture: decoder rows of unit norm, `W_enc` the
 /// decoder's transpose (tied initialisation), encoder biases around -0.2 so that
 /// only well-aligned features fire, thresholds in [0.3, 0.5).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Architecture, TopKOrder, synthetic::random_sae};
+/// let sae = random_sae(16, 64, Architecture::TopK { k: 8, order: TopKOrder::TopKThenRelu, rescale_by_decoder_norm: false }, 5)?;
+/// assert!(sae.decoder_norms().iter().all(|n| (n - 1.0).abs() < 1e-5)); // unit decoder rows
+/// # Ok(()) }
+/// ```
 pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u64) -> Result<Sae> {
     let mut rng = Rng::new(seed);
     let mut w_dec = rng.normal_vec(d_sae * d_in, 1.0);
@@ -104,6 +155,16 @@ pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u
 
 /// Activations that are sparse nonnegative combinations of `sae`'s decoder rows
 /// (`active` per row, coefficients in [0.5, 2.5)) plus Gaussian noise of scale `noise`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend, synthetic::{random_sae, sparse_data}};
+/// let sae = random_sae(32, 128, saeplug::Architecture::Standard, 5)?;
+/// let x = sparse_data(&sae, 8, 3, 0.0, 6);
+/// let codes = CpuBackend::new(1).encode_sparse(&sae, &x)?;
+/// assert_eq!(codes.n_rows(), 8);
+/// # Ok(()) }
+/// ```
 pub fn sparse_data(sae: &Sae, n: usize, active: usize, noise: f64, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let (d, ds) = (sae.d_in(), sae.d_sae());

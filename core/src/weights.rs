@@ -4,6 +4,19 @@
 //! mapping a file. Tensors borrow the map when their bytes are f32, little-endian
 //! and 4-byte aligned; otherwise they are converted once into an owned `Vec<f32>`
 //! and the copy is recorded (see [`Tensor::is_mapped`]).
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::weights::{SafeTensors, write_safetensors};
+//! # let path = std::env::temp_dir().join(format!("saeplug-doc-weights-{}.safetensors", std::process::id()));
+//! write_safetensors(&path, &[("W", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], &Default::default())?;
+//! let st = SafeTensors::open(&path)?;
+//! let w = st.tensor("W")?;
+//! assert!(w.is_mapped()); // a view into the mapped file, no copy
+//! assert_eq!((w.shape(), w.as_slice()[5]), (&[2, 3][..], 6.0));
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,6 +31,16 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// Element type of a tensor as stored in a file.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::{DType, SafeTensors, write_safetensors};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-dtype-{}.safetensors", std::process::id()));
+/// write_safetensors(&path, &[("b", &[4], &[0.0; 4])], &Default::default())?;
+/// assert_eq!(SafeTensors::open(&path)?.tensors["b"].dtype, DType::F32);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     /// IEEE binary32.
@@ -32,6 +55,12 @@ pub enum DType {
 
 impl DType {
     /// Size of one element in bytes.
+    ///
+    /// ```
+    /// use saeplug::weights::DType;
+    /// assert_eq!(DType::BF16.size(), 2);
+    /// assert_eq!(DType::F64.size(), 8);
+    /// ```
     pub fn size(self) -> usize {
         match self {
             DType::F32 => 4,
@@ -62,6 +91,18 @@ impl DType {
 
 /// A read-only memory map of one file, with the size and modification time seen
 /// at open so later changes can be detected.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::MappedFile;
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-map-{}.bin", std::process::id()));
+/// std::fs::write(&path, b"saeplug").unwrap();
+/// let map = MappedFile::open(&path)?;
+/// assert_eq!(map.bytes(), b"saeplug");
+/// map.check_unchanged()?;
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MappedFile {
     path: PathBuf,
@@ -75,6 +116,11 @@ impl MappedFile {
     ///
     /// The file must not be modified or truncated while mapped (see
     /// [`MappedFile::check_unchanged`], which detects it where the OS allows).
+    ///
+    /// ```
+    /// use saeplug::{ErrorKind, weights::MappedFile};
+    /// assert_eq!(MappedFile::open("/nonexistent".as_ref()).unwrap_err().kind(), ErrorKind::Io);
+    /// ```
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -104,16 +150,48 @@ impl MappedFile {
     }
 
     /// The mapped bytes.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-bytes-{}.bin", std::process::id()));
+    /// std::fs::write(&path, [1u8, 2, 3]).unwrap();
+    /// assert_eq!(saeplug::weights::MappedFile::open(&path)?.bytes(), [1, 2, 3]);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
 
     /// Path the file was opened from.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-path-{}.bin", std::process::id()));
+    /// std::fs::write(&path, [0u8]).unwrap();
+    /// assert_eq!(saeplug::weights::MappedFile::open(&path)?.path(), path);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Error unless the file on disk still has the size and mtime seen at open.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{ErrorKind, weights::MappedFile};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-chg-{}.bin", std::process::id()));
+    /// std::fs::write(&path, [0u8; 64]).unwrap();
+    /// let map = MappedFile::open(&path)?;
+    /// map.check_unchanged()?;
+    /// // Something truncates the file behind our back: detected before any read.
+    /// std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16).unwrap();
+    /// assert_eq!(map.check_unchanged().unwrap_err().kind(), ErrorKind::FileChanged);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn check_unchanged(&self) -> Result<()> {
         let meta = std::fs::metadata(&self.path).map_err(|e| Error::io(&self.path, e))?;
         if meta.len() != self.len {
@@ -133,6 +211,18 @@ impl MappedFile {
 }
 
 /// Where a tensor's data lives inside a mapped file.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::{DType, SafeTensors, write_safetensors};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-info-{}.safetensors", std::process::id()));
+/// write_safetensors(&path, &[("W", &[3, 2], &[0.0; 6])], &Default::default())?;
+/// let info = &SafeTensors::open(&path)?.tensors["W"];
+/// assert_eq!((info.dtype, info.shape.as_slice(), info.numel()), (DType::F32, &[3, 2][..], 6));
+/// assert_eq!(info.offset % 4, 0); // aligned, so mapped in place
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
     /// Element type in the file.
@@ -145,6 +235,12 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     /// Number of elements.
+    ///
+    /// ```
+    /// use saeplug::weights::{DType, TensorInfo};
+    /// let info = TensorInfo { dtype: DType::F16, shape: vec![4, 5], offset: 0 };
+    /// assert_eq!(info.numel(), 20);
+    /// ```
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -161,6 +257,15 @@ enum Data {
 
 /// An f32 tensor: a zero-copy view into a mapped file, or an owned buffer when
 /// the stored bytes needed conversion (f16, bf16, f64, misaligned).
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::Tensor;
+/// let t = Tensor::owned("b_dec", vec![3], vec![0.5, 1.5, 2.5])?;
+/// assert_eq!((t.name(), t.shape(), t.as_slice()), ("b_dec", &[3][..], &[0.5, 1.5, 2.5][..]));
+/// assert!(!t.is_mapped());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Tensor {
     name: String,
@@ -171,6 +276,12 @@ pub struct Tensor {
 
 impl Tensor {
     /// An owned tensor (used for SAEs built in memory).
+    ///
+    /// ```
+    /// use saeplug::weights::Tensor;
+    /// assert!(Tensor::owned("W", vec![2, 2], vec![1.0; 4]).is_ok());
+    /// assert!(Tensor::owned("W", vec![2, 2], vec![1.0; 3]).is_err()); // shape and data disagree
+    /// ```
     pub fn owned(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let name = name.into();
         let numel: usize = shape.iter().product();
@@ -189,6 +300,24 @@ impl Tensor {
     }
 
     /// Read tensor `name` described by `info` from `file`: borrowed when possible.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::weights::{DType, MappedFile, Tensor, TensorInfo};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-raw-{}.bin", std::process::id()));
+    /// // Raw little-endian f32 data at offset 8 of a file.
+    /// let mut bytes = vec![0u8; 8];
+    /// for v in [1.0f32, 2.0, 3.0] { bytes.extend_from_slice(&v.to_le_bytes()); }
+    /// std::fs::write(&path, &bytes).unwrap();
+    /// let file = MappedFile::open(&path)?;
+    /// let t = Tensor::from_file(&file, "v", &TensorInfo { dtype: DType::F32, shape: vec![3], offset: 8 })?;
+    /// assert_eq!(t.as_slice(), [1.0, 2.0, 3.0]);
+    /// assert!(t.is_mapped());
+    /// // A shape that runs past the end of the file is an error, not a crash.
+    /// assert!(Tensor::from_file(&file, "v", &TensorInfo { dtype: DType::F32, shape: vec![4], offset: 8 }).is_err());
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn from_file(file: &Arc<MappedFile>, name: &str, info: &TensorInfo) -> Result<Self> {
         let numel = info.numel();
         let nbytes = numel
@@ -266,6 +395,13 @@ impl Tensor {
     }
 
     /// The elements, row-major.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let t = saeplug::weights::Tensor::owned("W", vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])?;
+    /// assert_eq!(t.as_slice()[1 * 2 + 0], 3.0); // row-major: W[1][0]
+    /// # Ok(()) }
+    /// ```
     pub fn as_slice(&self) -> &[f32] {
         match &self.data {
             Data::Owned(v) => v,
@@ -277,16 +413,39 @@ impl Tensor {
     }
 
     /// Tensor name as in the file.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// assert_eq!(saeplug::weights::Tensor::owned("W_dec", vec![1], vec![0.0])?.name(), "W_dec");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Shape, outermost first.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// assert_eq!(saeplug::weights::Tensor::owned("W", vec![2, 3], vec![0.0; 6])?.shape(), [2, 3]);
+    /// # Ok(()) }
+    /// ```
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
     /// True when the data is borrowed from the map (zero-copy).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::weights::{SafeTensors, Tensor, write_safetensors};
+    /// assert!(!Tensor::owned("W", vec![1], vec![0.0])?.is_mapped());
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-mapped-{}.safetensors", std::process::id()));
+    /// write_safetensors(&path, &[("W", &[1], &[0.0])], &Default::default())?;
+    /// assert!(SafeTensors::open(&path)?.tensor("W")?.is_mapped());
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn is_mapped(&self) -> bool {
         matches!(self.data, Data::Mapped { .. })
     }
@@ -299,6 +458,20 @@ fn le_u64(b: &[u8]) -> u64 {
 }
 
 /// A parsed safetensors file: the map plus its tensor directory.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use std::collections::BTreeMap;
+/// use saeplug::weights::{SafeTensors, write_safetensors};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-st-{}.safetensors", std::process::id()));
+/// let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+/// write_safetensors(&path, &[("a", &[2], &[1.0, 2.0]), ("b", &[1], &[3.0])], &meta)?;
+/// let st = SafeTensors::open(&path)?;
+/// assert_eq!(st.tensors.keys().collect::<Vec<_>>(), ["a", "b"]);
+/// assert_eq!(st.metadata["format"], "pt");
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SafeTensors {
     /// The mapped file.
@@ -313,6 +486,15 @@ pub struct SafeTensors {
 
 impl SafeTensors {
     /// Map and parse a safetensors file, checking every offset against the file size.
+    ///
+    /// ```
+    /// use saeplug::{ErrorKind, weights::SafeTensors};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-bad-{}.safetensors", std::process::id()));
+    /// // A header length that runs past the end of the file.
+    /// std::fs::write(&path, 1000u64.to_le_bytes()).unwrap();
+    /// assert_eq!(SafeTensors::open(&path).unwrap_err().kind(), ErrorKind::Format);
+    /// # std::fs::remove_file(&path).ok();
+    /// ```
     pub fn open(path: &Path) -> Result<Self> {
         let file = MappedFile::open(path)?;
         let (tensors, metadata, unsupported) = parse_safetensors_header(path, file.bytes())?;
@@ -325,11 +507,34 @@ impl SafeTensors {
     }
 
     /// True when the file holds a tensor called `name` (of any dtype).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::weights::{SafeTensors, write_safetensors};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-contains-{}.safetensors", std::process::id()));
+    /// write_safetensors(&path, &[("W_enc", &[1], &[0.0])], &Default::default())?;
+    /// let st = SafeTensors::open(&path)?;
+    /// assert!(st.contains("W_enc") && !st.contains("W_dec"));
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name) || self.unsupported.contains_key(name)
     }
 
     /// Load one tensor (borrowed when possible).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{ErrorKind, weights::{SafeTensors, write_safetensors}};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-tensor-{}.safetensors", std::process::id()));
+    /// write_safetensors(&path, &[("W", &[2], &[1.0, 2.0])], &Default::default())?;
+    /// let st = SafeTensors::open(&path)?;
+    /// assert_eq!(st.tensor("W")?.as_slice(), [1.0, 2.0]);
+    /// assert_eq!(st.tensor("V").unwrap_err().kind(), ErrorKind::MissingTensor);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         if let Some(dtype) = self.unsupported.get(name) {
             return Err(Error::DType {
@@ -451,6 +656,15 @@ fn parse_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Header> {
 }
 
 /// Write `bytes` to `path` atomically: a temporary file beside it, then a rename.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-atomic-{}.txt", std::process::id()));
+/// saeplug::weights::write_atomic(&path, b"whole or nothing")?;
+/// assert_eq!(std::fs::read(&path).unwrap(), b"whole or nothing");
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
@@ -470,6 +684,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialise f32 tensors as a safetensors file (header padded to 8 bytes so every
 /// tensor is 4-byte aligned when mapped). Written atomically.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::{SafeTensors, write_safetensors};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-write-{}.safetensors", std::process::id()));
+/// write_safetensors(&path, &[("x", &[2, 2], &[1.0, 2.0, 3.0, 4.0])], &Default::default())?;
+/// assert_eq!(SafeTensors::open(&path)?.tensor("x")?.as_slice(), [1.0, 2.0, 3.0, 4.0]);
+/// // Shapes must match the data.
+/// assert!(write_safetensors(&path, &[("x", &[3], &[1.0])], &Default::default()).is_err());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(&str, &[usize], &[f32])],
@@ -612,6 +838,17 @@ pub(crate) fn parse_npy(
 }
 
 /// Read a standalone `.npy` file (f32, f16 or f64; C order) as an f32 tensor.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::{read_npy, write_npy};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-read-{}.npy", std::process::id()));
+/// write_npy(&path, &[2, 2], &[1.0, 2.0, 3.0, 4.0])?;
+/// let t = read_npy(&path)?;
+/// assert_eq!((t.shape(), t.as_slice()), (&[2, 2][..], &[1.0, 2.0, 3.0, 4.0][..]));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     let file = MappedFile::open(path)?;
     let info = parse_npy(&file, "array", 0, file.bytes().len())?;
@@ -619,6 +856,17 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
 }
 
 /// Write an f32 array as a `.npy` file (version 1.0, C order), atomically.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::weights::write_npy;
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-write-{}.npy", std::process::id()));
+/// write_npy(&path, &[3], &[1.0, 2.0, 3.0])?; // np.load(path) -> array([1., 2., 3.], dtype=float32)
+/// assert_eq!(&std::fs::read(&path).unwrap()[..6], b"\x93NUMPY");
+/// assert!(write_npy(&path, &[4], &[1.0]).is_err());
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     write_atomic(path, &npy_bytes(shape, data, 0)?)
 }

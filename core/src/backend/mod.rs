@@ -1,5 +1,19 @@
 //! Compute backends. [`cpu::CpuBackend`] is complete; every backend gives the same
 //! results to float32 rounding.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Backend, CpuBackend};
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+//! let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+//! // Any backend behind the trait object: the CPU here, `WgpuBackend` on a GPU.
+//! let backend: Box<dyn Backend> = Box::new(CpuBackend::new(1));
+//! let mut f = vec![0.0; 2 * 64];
+//! let denorm = backend.encode(&sae, &x, &mut f)?;
+//! let mut recon = vec![0.0; x.len()];
+//! backend.decode(&sae, &f, &denorm, &mut recon)?;
+//! # Ok(()) }
+//! ```
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
@@ -10,6 +24,18 @@ use crate::sae::Sae;
 use crate::steer::Edit;
 
 /// Per-row inverse of the input normalisation: `out = y * scale + shift`.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend};
+/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
+/// // An SAE that normalises its input returns one Denorm per row from encode.
+/// let x: Vec<f32> = (0..16).map(|i| i as f32).collect();
+/// let mut f = vec![0.0; 2 * 32];
+/// let denorm = CpuBackend::new(1).encode(&sae, &x, &mut f)?;
+/// assert!(denorm.is_empty()); // this one does not normalise
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Denorm {
     /// Multiplier.
@@ -20,6 +46,21 @@ pub struct Denorm {
 
 /// Sparse feature codes for a batch, in CSR form: row `r`'s active features are
 /// `indices[row_offsets[r]..row_offsets[r + 1]]`, ascending, with `values` alongside.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend};
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let x = saeplug::synthetic::Rng::new(1).normal_vec(3 * 16, 1.0);
+/// let codes = CpuBackend::new(1).encode_sparse(&sae, &x)?;
+/// assert_eq!(codes.n_rows(), 3);
+/// for r in 0..codes.n_rows() {
+///     let (idx, val) = codes.row(r);
+///     assert!(idx.windows(2).all(|w| w[0] < w[1])); // ascending
+///     assert!(val.iter().all(|v| *v != 0.0));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SparseCodes {
     /// `n_rows + 1` offsets into `indices`/`values`.
@@ -36,6 +77,15 @@ pub struct SparseCodes {
 
 impl SparseCodes {
     /// Compress a dense `[n, d_sae]` matrix (zeros dropped).
+    ///
+    /// ```
+    /// use saeplug::SparseCodes;
+    /// let dense = [0.0, 1.5, 0.0, 0.0, /* row 2 */ 2.0, 0.0, 0.0, 3.0];
+    /// let codes = SparseCodes::from_dense(&dense, 4, Vec::new());
+    /// assert_eq!(codes.row_offsets, [0, 1, 3]);
+    /// assert_eq!(codes.indices, [1, 0, 3]);
+    /// assert_eq!(codes.to_dense(), dense);
+    /// ```
     pub fn from_dense(dense: &[f32], d_sae: usize, denorm: Vec<Denorm>) -> Self {
         let n = dense.len().checked_div(d_sae).unwrap_or(0);
         let mut codes = SparseCodes {
@@ -58,17 +108,34 @@ impl SparseCodes {
     }
 
     /// Number of rows.
+    ///
+    /// ```
+    /// let codes = saeplug::SparseCodes::from_dense(&[0.0; 12], 4, Vec::new());
+    /// assert_eq!(codes.n_rows(), 3);
+    /// assert!(codes.indices.is_empty());
+    /// ```
     pub fn n_rows(&self) -> usize {
         self.row_offsets.len().saturating_sub(1)
     }
 
     /// Row `r` as (indices, values).
+    ///
+    /// ```
+    /// let codes = saeplug::SparseCodes::from_dense(&[0.0, 2.0, 0.0, 5.0, 0.0, 0.0], 3, Vec::new());
+    /// assert_eq!(codes.row(0), (&[1u32][..], &[2.0f32][..]));
+    /// assert_eq!(codes.row(1), (&[0u32][..], &[5.0f32][..]));
+    /// ```
     pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let (a, b) = (self.row_offsets[r], self.row_offsets[r + 1]);
         (&self.indices[a..b], &self.values[a..b])
     }
 
     /// Expand to a dense `[n_rows, d_sae]` matrix.
+    ///
+    /// ```
+    /// let dense = vec![0.0, 0.25, 4.0, 0.0];
+    /// assert_eq!(saeplug::SparseCodes::from_dense(&dense, 2, Vec::new()).to_dense(), dense);
+    /// ```
     pub fn to_dense(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.n_rows() * self.d_sae];
         for r in 0..self.n_rows() {
@@ -81,6 +148,16 @@ impl SparseCodes {
     }
 
     /// Check internal consistency against an SAE (offsets monotone, indices in range).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 4, saeplug::Architecture::Standard, 1)?;
+    /// let mut codes = saeplug::SparseCodes::from_dense(&[1.0, 0.0, 0.0, 2.0], 4, Vec::new());
+    /// assert!(codes.validate(&sae).is_ok());
+    /// codes.indices[0] = 9; // out of range for d_sae = 4
+    /// assert!(codes.validate(&sae).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn validate(&self, sae: &Sae) -> Result<()> {
         if self.d_sae != sae.d_sae() {
             return Err(Error::invalid(format!(
@@ -119,26 +196,112 @@ impl SparseCodes {
 }
 
 /// Operations every backend implements.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend, Sae};
+/// fn l0(backend: &dyn Backend, sae: &Sae, x: &[f32]) -> saeplug::Result<usize> {
+///     Ok(backend.encode_sparse(sae, x)?.indices.len())
+/// }
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let x = vec![0.5; 16];
+/// assert!(l0(&CpuBackend::new(1), &sae, &x)? <= 64);
+/// # Ok(()) }
+/// ```
 pub trait Backend: Send + Sync {
     /// Short name ("cpu", "wgpu").
+    ///
+    /// ```
+    /// use saeplug::Backend;
+    /// assert_eq!(saeplug::CpuBackend::new(1).name(), "cpu");
+    /// ```
     fn name(&self) -> &'static str;
 
     /// Dense encode of `x` (`[n_rows, d_in]` row-major) into `out` (`[n_rows, d_sae]`).
     /// Returns the per-row denormalisation (empty when the SAE does not normalise).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+    /// let mut f = vec![0.0; 2 * 64];
+    /// CpuBackend::new(1).encode(&sae, &x, &mut f)?;
+    /// assert!(f.iter().all(|v| *v >= 0.0)); // ReLU
+    /// assert!(CpuBackend::new(1).encode(&sae, &x[..15], &mut f).is_err()); // not whole rows
+    /// # Ok(()) }
+    /// ```
     fn encode(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<Vec<Denorm>>;
 
     /// Sparse encode of `x`: only the nonzero features.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+    /// let cpu = CpuBackend::new(1);
+    /// let mut dense = vec![0.0; 2 * 64];
+    /// cpu.encode(&sae, &x, &mut dense)?;
+    /// assert_eq!(cpu.encode_sparse(&sae, &x)?.to_dense(), dense);
+    /// # Ok(()) }
+    /// ```
     fn encode_sparse(&self, sae: &Sae, x: &[f32]) -> Result<SparseCodes>;
 
     /// Dense decode of `f` (`[n_rows, d_sae]`) into `out` (`[n_rows, d_in]`).
     /// `denorm` is what `encode` returned (empty for SAEs without normalisation).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(4, 8, saeplug::Architecture::Standard, 3)?;
+    /// let mut f = vec![0.0; 8];
+    /// f[2] = 1.5; // one active feature
+    /// let mut out = vec![0.0; 4];
+    /// CpuBackend::new(1).decode(&sae, &f, &[], &mut out)?;
+    /// let w = sae.weights();
+    /// for j in 0..4 {
+    ///     let want = 1.5 * w.w_dec.as_slice()[2 * 4 + j] + w.b_dec.as_slice()[j];
+    ///     assert!((out[j] - want).abs() < 1e-6);
+    /// }
+    /// # Ok(()) }
+    /// ```
     fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()>;
 
     /// Decode sparse codes in O(nnz · d_in) into `out` (`[n_rows, d_in]`).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+    /// let cpu = CpuBackend::new(1);
+    /// let mut f = vec![0.0; 2 * 64];
+    /// let denorm = cpu.encode(&sae, &x, &mut f)?;
+    /// let (mut a, mut b) = (vec![0.0; 32], vec![0.0; 32]);
+    /// cpu.decode(&sae, &f, &denorm, &mut a)?;
+    /// cpu.decode_sparse(&sae, &cpu.encode_sparse(&sae, &x)?, &mut b)?;
+    /// assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5));
+    /// # Ok(()) }
+    /// ```
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()>;
 
     /// Apply error-preserving `edits` in place to the rows of `x` (`[n, d_in]`)
     /// selected by `rows` (`None` = all): `x + (f' - f) W_dec` (+ vectors).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend, steer::Edit};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let mut x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
+    /// let before = x.clone();
+    /// // Add 2 * d_5 to row 1 only.
+    /// CpuBackend::new(1).steer(&sae, &mut x, &[Edit::AddFeature { feature: 5, coef: 2.0 }], Some(&[1]))?;
+    /// assert_eq!(x[..16], before[..16]);
+    /// let d5 = &sae.weights().w_dec.as_slice()[5 * 16..6 * 16];
+    /// assert!((0..16).all(|j| (x[16 + j] - before[16 + j] - 2.0 * d5[j]).abs() < 1e-6));
+    /// # Ok(()) }
+    /// ```
     fn steer(&self, sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>)
     -> Result<()>;
 }

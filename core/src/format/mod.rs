@@ -1,4 +1,17 @@
 //! File-format loaders. [`open`] detects the format from the path.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Format, format};
+//! # let dir = std::env::temp_dir().join(format!("saeplug-doc-format-{}", std::process::id()));
+//! # saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?.save_saelens(&dir)?;
+//! let (fmt, _) = format::detect(&dir)?;
+//! assert_eq!(fmt, Format::SaeLens);
+//! let sae = format::open(&dir)?; // what Sae::open calls
+//! assert_eq!(sae.d_sae(), 32);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
 
 pub mod npz;
 mod saelens;
@@ -12,6 +25,19 @@ use crate::error::{Error, Result};
 use crate::sae::{Format, Sae};
 
 /// Which format a path holds, and the folder or file to load.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Format, format::detect};
+/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-detect-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("params.npz"), b"").unwrap();
+/// let (fmt, file) = detect(&dir)?;
+/// assert_eq!((fmt, file), (Format::GemmaScope1, dir.join("params.npz")));
+/// assert!(detect(&dir.join("params.npz").with_extension("bin")).is_err());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
 pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
@@ -49,6 +75,17 @@ pub fn detect(path: &Path) -> Result<(Format, PathBuf)> {
 }
 
 /// Open an SAE of any supported format.
+///
+/// ```
+/// use saeplug::{ErrorKind, format};
+/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-fopen-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// // An empty folder holds no SAE: the message lists what was expected.
+/// let err = format::open(&dir).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Format);
+/// assert!(err.to_string().contains("sae_weights.safetensors"));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// ```
 pub fn open(path: &Path) -> Result<Sae> {
     let (format, p) = detect(path)?;
     match format {

@@ -1,5 +1,16 @@
 //! `.npz` archives (zip, stored members) mapped in place: `np.savez` stores its
 //! arrays uncompressed, so each member's data is a slice of the file.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::format::npz::{Npz, write_npz};
+//! # let path = std::env::temp_dir().join(format!("saeplug-doc-npz-{}.npz", std::process::id()));
+//! write_npz(&path, &[("b_dec", &[3], &[0.1, 0.2, 0.3])])?; // as np.savez writes it
+//! let npz = Npz::open(&path)?;
+//! assert_eq!(npz.tensor("b_dec")?.as_slice(), [0.1, 0.2, 0.3]);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +20,18 @@ use crate::error::{Error, Result};
 use crate::weights::{MappedFile, Tensor, TensorInfo, npy_bytes, parse_npy, write_atomic};
 
 /// A mapped `.npz` with its arrays' locations.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::format::npz::{Npz, write_npz};
+/// # let path = std::env::temp_dir().join(format!("saeplug-doc-npz2-{}.npz", std::process::id()));
+/// write_npz(&path, &[("W_enc", &[2, 3], &[0.0; 6]), ("b_enc", &[3], &[0.0; 3])])?;
+/// let npz = Npz::open(&path)?;
+/// assert_eq!(npz.arrays.keys().collect::<Vec<_>>(), ["W_enc", "b_enc"]);
+/// assert_eq!(npz.arrays["W_enc"].shape, [2, 3]);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Npz {
     /// The mapped archive.
@@ -32,6 +55,14 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 impl Npz {
     /// Map and index an `.npz` archive.
+    ///
+    /// ```
+    /// use saeplug::{ErrorKind, format::npz::Npz};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-npz3-{}.npz", std::process::id()));
+    /// std::fs::write(&path, b"not a zip archive at all, just text").unwrap();
+    /// assert_eq!(Npz::open(&path).unwrap_err().kind(), ErrorKind::Format);
+    /// # std::fs::remove_file(&path).ok();
+    /// ```
     pub fn open(path: &Path) -> Result<Self> {
         let file = MappedFile::open(path)?;
         let arrays = index(&file)?;
@@ -39,6 +70,19 @@ impl Npz {
     }
 
     /// Load one array (borrowed from the map when aligned).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{ErrorKind, format::npz::{Npz, write_npz}};
+    /// # let path = std::env::temp_dir().join(format!("saeplug-doc-npz4-{}.npz", std::process::id()));
+    /// write_npz(&path, &[("threshold", &[2], &[0.5, 0.25])])?;
+    /// let npz = Npz::open(&path)?;
+    /// let t = npz.tensor("threshold")?;
+    /// assert!(t.is_mapped()); // write_npz aligns members, so no copy
+    /// assert_eq!(npz.tensor("W_dec").unwrap_err().kind(), ErrorKind::MissingTensor);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(()) }
+    /// ```
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let info = self.arrays.get(name).ok_or_else(|| Error::MissingTensor {
             path: self.file.path().to_path_buf(),
@@ -158,6 +202,27 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// padded to a 64-byte boundary in the file, so [`Npz::open`] maps every array
 /// in place (numpy reads the archive as usual). Archives over 4 GiB (zip64) are
 /// refused.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Architecture, Format, Sae, format::npz::write_npz};
+/// // A Gemma Scope 1 JumpReLU SAE, written the way its params.npz files are.
+/// let (d, ds) = (4, 8);
+/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-gs1-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// write_npz(&dir.join("params.npz"), &[
+///     ("W_enc", &[d, ds], &vec![0.1; d * ds]),
+///     ("W_dec", &[ds, d], &vec![0.1; ds * d]),
+///     ("b_enc", &[ds], &vec![0.0; ds]),
+///     ("b_dec", &[d], &vec![0.0; d]),
+///     ("threshold", &[ds], &vec![0.05; ds]),
+/// ])?;
+/// let sae = Sae::open(&dir)?;
+/// assert_eq!((sae.config().format, sae.config().architecture), (Format::GemmaScope1, Architecture::JumpRelu));
+/// assert!(sae.copied_tensors().is_empty());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
 pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
     let too_big = || Error::invalid("npz over 4 GiB: zip64 archives are not written");
     let u32_of = |v: usize| u32::try_from(v).map_err(|_| too_big());

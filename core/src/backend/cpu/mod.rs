@@ -1,5 +1,18 @@
 //! Multi-threaded CPU backend: GEMM from the `gemm` crate, per-row activations on
 //! scoped threads.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Backend, CpuBackend};
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+//! let x = vec![0.25; 4 * 16];
+//! // The same result with one thread or several.
+//! let (mut a, mut b) = (vec![0.0; 4 * 64], vec![0.0; 4 * 64]);
+//! CpuBackend::new(1).encode(&sae, &x, &mut a)?;
+//! CpuBackend::new(4).encode(&sae, &x, &mut b)?;
+//! assert_eq!(a, b);
+//! # Ok(()) }
+//! ```
 
 mod decode;
 pub(crate) mod encode;
@@ -11,6 +24,17 @@ use crate::sae::Sae;
 use crate::steer::Edit;
 
 /// The CPU backend.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, CpuBackend};
+/// let cpu = CpuBackend::default(); // all cores
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::TopK {
+///     k: 4, order: saeplug::TopKOrder::TopKThenRelu, rescale_by_decoder_norm: false }, 3)?;
+/// let codes = cpu.encode_sparse(&sae, &vec![1.0; 16])?;
+/// assert!(codes.indices.len() <= 4);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     threads: usize,
@@ -24,6 +48,11 @@ impl Default for CpuBackend {
 
 impl CpuBackend {
     /// A backend using `threads` threads (0 = all available cores).
+    ///
+    /// ```
+    /// assert_eq!(saeplug::CpuBackend::new(3).threads(), 3);
+    /// assert!(saeplug::CpuBackend::new(0).threads() >= 1); // 0 = all cores
+    /// ```
     pub fn new(threads: usize) -> Self {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -34,6 +63,11 @@ impl CpuBackend {
     }
 
     /// Threads used.
+    ///
+    /// ```
+    /// let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(saeplug::CpuBackend::default().threads(), n);
+    /// ```
     pub fn threads(&self) -> usize {
         self.threads
     }

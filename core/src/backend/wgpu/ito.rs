@@ -14,6 +14,26 @@ impl WgpuBackend {
     /// Solve like [`crate::solve::solve`] on the GPU (matching pursuit and gradient
     /// pursuit; OMP's per-row Cholesky refits stay on the CPU: `Unsupported`).
     /// W_dec and W_dec^T are used in chunks under the adapter's binding limit.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::solve::{Solver, SolverParams, solve};
+    /// use saeplug::{CpuBackend, WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+    /// let x = saeplug::synthetic::sparse_data(&sae, 4, 3, 0.01, 1);
+    /// let p = SolverParams::new(Solver::GradientPursuit, 6);
+    /// let (on_gpu, _) = gpu.solve(&sae, &x, &p)?;
+    /// let (on_cpu, _) = solve(&CpuBackend::new(1), &sae, &x, &p)?;
+    /// assert_eq!(on_gpu.indices, on_cpu.indices); // the same supports
+    /// # Ok(()) }
+    /// ```
     pub fn solve(
         &self,
         sae: &Sae,

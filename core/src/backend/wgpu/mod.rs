@@ -2,6 +2,25 @@
 //! (a real GPU, or Mesa's lavapipe in CI). Weights are uploaded once per SAE and
 //! cached; pipelines are created once per kernel; every wgpu error is caught by an
 //! error scope or the uncaptured-error handler and returned as `Error::Backend`.
+//!
+//! ```
+//! # fn main() -> saeplug::Result<()> {
+//! use saeplug::{Backend, CpuBackend, WgpuBackend, WgpuOptions};
+//! let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+//!     Ok(gpu) => gpu,
+//!     Err(e) => {
+//!         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+//!         return Ok(());
+//!     }
+//! };
+//! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+//! let x = saeplug::synthetic::Rng::new(1).normal_vec(4 * 16, 1.0);
+//! let (mut on_gpu, mut on_cpu) = (vec![0.0; 4 * 64], vec![0.0; 4 * 64]);
+//! gpu.encode(&sae, &x, &mut on_gpu)?; // uploads the weights on first use
+//! CpuBackend::new(1).encode(&sae, &x, &mut on_cpu)?;
+//! assert!(on_gpu.iter().zip(&on_cpu).all(|(a, b)| (a - b).abs() < 1e-4));
+//! # Ok(()) }
+//! ```
 
 mod dispatch;
 mod ito;
@@ -22,7 +41,7 @@ use crate::steer::Edit;
 /// The uniform every kernel binds at binding 0 (mirror of `common/params.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     n_rows: u32,
     k_dim: u32,
     n_cols: u32,
@@ -39,10 +58,23 @@ pub struct Params {
     _pad: [u32; 3],
 }
 
-/// Size of [`Params`] in bytes (checked against naga's layouter in the shader tests).
-pub const PARAMS_SIZE: usize = size_of::<Params>();
+// The WGSL struct is 64 bytes (checked against naga's layouter in the shader tests).
+const _: () = assert!(size_of::<Params>() == 64);
 
 /// How to choose and size the device.
+///
+/// ```
+/// use saeplug::{WgpuBackend, WgpuOptions};
+/// let opts = WgpuOptions {
+///     adapter_name: Some("llvmpipe".into()), // Mesa's software adapter, by name
+///     max_chunk_bytes: Some(1 << 20),        // weights bound in chunks of at most 1 MiB
+///     ..Default::default()
+/// };
+/// match WgpuBackend::new(opts) {
+///     Ok(gpu) => assert!(gpu.max_chunk_bytes() <= 1 << 20),
+///     Err(e) => eprintln!("no such adapter: {e}"),
+/// }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct WgpuOptions {
     /// Only adapters whose name contains this (case-insensitive). Defaults to
@@ -88,6 +120,23 @@ pub(crate) struct GpuSae {
 
 /// The wgpu backend. `Send + Sync`: calls from several threads are serialised
 /// by wgpu's queue.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::{Backend, WgpuBackend, WgpuOptions};
+/// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+///     Ok(gpu) => gpu,
+///     Err(e) => {
+///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+///         return Ok(());
+///     }
+/// };
+/// println!("running on {} ({:?})", gpu.adapter_info().name, gpu.adapter_info().device_type);
+/// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+/// let codes = gpu.encode_sparse(&sae, &vec![0.5; 2 * 16])?;
+/// assert_eq!(codes.n_rows(), 2);
+/// # Ok(()) }
+/// ```
 pub struct WgpuBackend {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -117,6 +166,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl WgpuBackend {
     /// Open the best Vulkan adapter (discrete > integrated > virtual > CPU, e.g.
     /// lavapipe), or the one named by `opts.adapter_name` / `$SAEPLUG_ADAPTER`.
+    ///
+    /// ```
+    /// use saeplug::{ErrorKind, WgpuBackend, WgpuOptions};
+    /// match WgpuBackend::new(WgpuOptions { f16_weights: true, ..Default::default() }) {
+    ///     Ok(gpu) => assert!(gpu.f16_weights()),
+    ///     // No adapter, or one without SHADER_F16.
+    ///     Err(e) => assert!(matches!(e.kind(), ErrorKind::Backend | ErrorKind::Unsupported), "{e}"),
+    /// }
+    /// ```
     pub fn new(opts: WgpuOptions) -> Result<Self> {
         let backends = wgpu::Backends::VULKAN;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -192,16 +250,60 @@ impl WgpuBackend {
     }
 
     /// The adapter in use.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{WgpuBackend, WgpuOptions, wgpu_types::DeviceType};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// if gpu.adapter_info().device_type == DeviceType::Cpu {
+    ///     eprintln!("software adapter: fine for correctness, not for speed");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
 
     /// True when encoder weights are stored as f16 on the device.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// assert!(!gpu.f16_weights()); // opt-in: f16 weights round the encoder
+    /// # Ok(()) }
+    /// ```
     pub fn f16_weights(&self) -> bool {
         self.f16
     }
 
     /// Bytes of the largest weight chunk bound at once.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// assert!(gpu.max_chunk_bytes() >= 4 * 64);
+    /// # Ok(()) }
+    /// ```
     pub fn max_chunk_bytes(&self) -> u64 {
         self.max_chunk
     }
@@ -240,6 +342,23 @@ impl WgpuBackend {
     }
 
     /// Forget the uploaded weights of `sae` (they are also freed with the backend).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// gpu.encode_sparse(&sae, &vec![0.5; 16])?; // uploads sae
+    /// gpu.evict(&sae); // frees the device copy; the next call uploads again
+    /// gpu.encode_sparse(&sae, &vec![0.5; 16])?;
+    /// # Ok(()) }
+    /// ```
     pub fn evict(&self, sae: &Sae) {
         lock(&self.saes).remove(&sae.id());
     }

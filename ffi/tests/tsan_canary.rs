@@ -1,0 +1,27 @@
+//! A deliberate data race, ignored by default. `scripts/tsan.sh` runs it under
+//! ThreadSanitizer and requires it to be *reported*: proof that the sanitizer
+//! is really instrumenting the build whose clean runs it records.
+
+#[test]
+#[ignore = "a deliberate data race: only for scripts/tsan.sh"]
+fn tsan_canary_deliberate_race() {
+    struct Shared(*mut u64);
+    // SAFETY: deliberately unsound, to give ThreadSanitizer a race to report.
+    unsafe impl Send for Shared {}
+    // SAFETY: as above.
+    unsafe impl Sync for Shared {}
+    let mut value = 0u64;
+    let p = Shared(&mut value);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let p = &p;
+            s.spawn(move || {
+                for _ in 0..1000 {
+                    // SAFETY: not safe: unsynchronised writes from two threads.
+                    unsafe { p.0.write_volatile(p.0.read_volatile() + 1) };
+                }
+            });
+        }
+    });
+    assert!(value > 0);
+}
