@@ -890,7 +890,7 @@ pub(crate) fn npy_bytes(shape: &[usize], data: &[f32], base: usize) -> Result<Ve
         _ => format!("({})", dims.join(", ")),
     };
     let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
-    while (base + 10 + h.len() + 1) % 64 != 0 {
+    while !(base + 10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
