@@ -33,15 +33,18 @@ fn ok(st: saeplug_status) {
     assert_eq!(st, saeplug_status::Ok, "{}", last_error());
 }
 
+/// CSR codes (offsets, indices, values).
+type Csr = (Vec<usize>, Vec<u32>, Vec<f32>);
+
 /// Everything one round computes, compared bit for bit.
 #[derive(PartialEq, Debug)]
 struct Round {
     dense: Vec<f32>,
-    csr: (Vec<usize>, Vec<u32>, Vec<f32>),
+    csr: Csr,
     decoded: Vec<f32>,
     recon: Vec<f32>,
     small: Vec<f32>,
-    ito: (Vec<usize>, Vec<u32>, Vec<f32>, Vec<u32>, Vec<f32>),
+    ito: (Csr, Vec<u32>, Vec<f32>),
     steered: Vec<f32>,
     recorded: Vec<(u64, f32, f32)>,
 }
@@ -67,9 +70,11 @@ fn round(sh: Shared, x: &[f32]) -> Round {
         recon: vec![0.0; ROWS * D_IN],
         small: vec![0.0; 2 * D_SAE],
         ito: (
-            vec![0; ROWS + 1],
-            vec![0; ROWS * K as usize],
-            vec![0.0; ROWS * K as usize],
+            (
+                vec![0; ROWS + 1],
+                vec![0; ROWS * K as usize],
+                vec![0.0; ROWS * K as usize],
+            ),
             vec![0; ROWS],
             vec![0.0; ROWS],
         ),
@@ -143,16 +148,16 @@ fn round(sh: Shared, x: &[f32]) -> Round {
             x.as_ptr(),
             x.len(),
             ROWS,
-            r.ito.0.as_mut_ptr(),
-            r.ito.1.as_mut_ptr(),
-            r.ito.2.as_mut_ptr(),
+            r.ito.0.0.as_mut_ptr(),
+            r.ito.0.1.as_mut_ptr(),
+            r.ito.0.2.as_mut_ptr(),
             ROWS * K as usize,
             &mut nnz,
-            r.ito.3.as_mut_ptr(),
-            r.ito.4.as_mut_ptr(),
+            r.ito.1.as_mut_ptr(),
+            r.ito.2.as_mut_ptr(),
         ));
-        r.ito.1.truncate(nnz);
-        r.ito.2.truncate(nnz);
+        r.ito.0.1.truncate(nnz);
+        r.ito.0.2.truncate(nnz);
         ok(saeplug_ctx_hook_apply(
             ctx,
             hook,
