@@ -315,6 +315,12 @@ extern "C" {
  * Compare `saeplug_abi_version() >> 16` with `SAEPLUG_ABI_VERSION_MAJOR`.
  * Thread safety: any thread.
  * Returns: the version. Memory: nothing allocated.
+ *
+ * Example:
+ *
+ * ```c
+ * assert(saeplug_abi_version() >> 16 == SAEPLUG_ABI_VERSION_MAJOR);
+ * ```
  */
 uint32_t saeplug_abi_version(void);
 
@@ -326,6 +332,16 @@ uint32_t saeplug_abi_version(void);
  * Returns: OK; INVALID_ARGUMENT for an unknown backend; BACKEND when the GPU
  * backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
  * `saeplug_ctx_free`. Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_ctx *cpu = NULL;
+ * CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 2, &cpu)); // 2 worker threads
+ * assert(strcmp(saeplug_ctx_backend_name(cpu), "cpu") == 0);
+ * saeplug_ctx_free(cpu);
+ * assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
  *
  * # Safety
  * `out` must be NULL or writable.
@@ -340,6 +356,13 @@ saeplug_status saeplug_ctx_new(uint32_t backend,
  * Returns: a static string; do not free.
  * Memory: nothing allocated. Thread safety: any thread (reads an immutable field).
  *
+ * Example:
+ *
+ * ```c
+ * printf("encoding on %s\n", saeplug_ctx_backend_name(ctx));
+ * assert(strcmp(saeplug_ctx_backend_name(NULL), "") == 0);
+ * ```
+ *
  * # Safety
  * `ctx` must be NULL or a live handle.
  */
@@ -350,6 +373,15 @@ const char *saeplug_ctx_backend_name(const saeplug_ctx *ctx);
  * Returns: nothing. Memory: releases the context and its GPU resources, including
  * the weights it uploaded (a GPU context keeps each SAE it used uploaded until then).
  * Thread safety: no call on `ctx` may be running on another thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_ctx *c = NULL;
+ * CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 1, &c));
+ * saeplug_ctx_free(c);
+ * saeplug_ctx_free(NULL); // no-op
+ * ```
  *
  * # Safety
  * `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
@@ -365,6 +397,17 @@ void saeplug_ctx_free(saeplug_ctx *ctx);
  * (NaN/inf in `x`). On failure `out` may have been partly written.
  * Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
  * at a time; `sae` may be shared.
+ *
+ * Example:
+ *
+ * ```c
+ * float x[2 * 64], f[2 * 256];
+ * for (int i = 0; i < 2 * 64; i++) x[i] = (float)(i % 7) - 3.0f;
+ * CHECK(saeplug_ctx_encode(ctx, sae, x, 2 * 64, 2, f, 2 * 256));
+ * for (int i = 0; i < 2 * 256; i++) assert(f[i] >= 0.0f); // a ReLU SAE
+ * // A wrong output length is refused before anything is computed.
+ * assert(saeplug_ctx_encode(ctx, sae, x, 2 * 64, 2, f, 256) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
@@ -387,6 +430,24 @@ saeplug_status saeplug_ctx_encode(saeplug_ctx *ctx,
  * Returns: OK; BUFFER_TOO_SMALL when the nonzeros exceed `capacity` (the needed
  * capacity is written to `*out_nnz`, nothing else); other errors as for encode.
  * Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
+ *
+ * Example:
+ *
+ * ```c
+ * float x[64];
+ * size_t offs[2], nnz = 0, need = 0;
+ * uint32_t idx[256];
+ * float val[256];
+ * for (int j = 0; j < 64; j++) x[j] = sinf((float)j);
+ * CHECK(saeplug_ctx_encode_sparse(ctx, sae, x, 64, 1, offs, idx, val, 256, &nnz));
+ * assert(offs[0] == 0 && offs[1] == nnz);
+ * // Capacity too small: BUFFER_TOO_SMALL, with the capacity needed in *out_nnz.
+ * if (nnz > 0) {
+ *     assert(saeplug_ctx_encode_sparse(ctx, sae, x, 64, 1, offs, idx, val, nnz - 1, &need)
+ *            == SAEPLUG_STATUS_BUFFER_TOO_SMALL);
+ *     assert(need == nnz);
+ * }
+ * ```
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
@@ -411,6 +472,17 @@ saeplug_status saeplug_ctx_encode_sparse(saeplug_ctx *ctx,
  * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes), MISALIGNED.
  * Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
  *
+ * Example:
+ *
+ * ```c
+ * float f[256] = {0}, zero[256] = {0}, out[64], b_dec[64], d10[64];
+ * f[10] = 1.5f;
+ * CHECK(saeplug_ctx_decode(ctx, sae, f, 256, 1, out, 64));
+ * CHECK(saeplug_ctx_decode(ctx, sae, zero, 256, 1, b_dec, 64)); // no features: b_dec
+ * CHECK(saeplug_sae_decoder_row(sae, 10, d10, 64));
+ * for (int j = 0; j < 64; j++) assert(fabsf(out[j] - (1.5f * d10[j] + b_dec[j])) < 1e-4f);
+ * ```
+ *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
  */
@@ -431,6 +503,21 @@ saeplug_status saeplug_ctx_decode(saeplug_ctx *ctx,
  * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
  *
+ * Example:
+ *
+ * ```c
+ * size_t offs[2] = {0, 1};
+ * uint32_t idx[1] = {10};
+ * float val[1] = {1.5f}, dense[256] = {0}, a[64], b[64];
+ * dense[10] = 1.5f;
+ * CHECK(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, 1, 1, a, 64));
+ * CHECK(saeplug_ctx_decode(ctx, sae, dense, 256, 1, b, 64));
+ * for (int j = 0; j < 64; j++) assert(fabsf(a[j] - b[j]) < 1e-5f);
+ * idx[0] = 256; // >= d_sae
+ * assert(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, 1, 1, a, 64)
+ *        == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
  */
@@ -450,6 +537,19 @@ saeplug_status saeplug_ctx_decode_sparse(saeplug_ctx *ctx,
  * Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
  *
+ * Example:
+ *
+ * ```c
+ * float x[64], recon[64], err = 0.0f, norm = 0.0f;
+ * for (int j = 0; j < 64; j++) x[j] = sinf(0.3f * (float)j);
+ * CHECK(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, recon, 64));
+ * for (int j = 0; j < 64; j++) {
+ *     err += (x[j] - recon[j]) * (x[j] - recon[j]);
+ *     norm += x[j] * x[j];
+ * }
+ * printf("relative squared reconstruction error %.3f\n", err / norm);
+ * ```
+ *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.
  */
@@ -467,6 +567,19 @@ saeplug_status saeplug_ctx_reconstruct(saeplug_ctx *ctx,
  *
  * Thread safety: reads this thread's state only.
  * Returns: the length, or 0. Memory: nothing allocated.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_sae *none = NULL;
+ * char *msg;
+ * assert(saeplug_sae_open("/nonexistent/sae", &none) == SAEPLUG_STATUS_IO);
+ * msg = malloc(saeplug_last_error_length());
+ * assert(msg != NULL);
+ * saeplug_last_error_message(msg, saeplug_last_error_length());
+ * assert(strstr(msg, "/nonexistent/sae") != NULL); // the message names the path
+ * free(msg);
+ * ```
  */
 size_t saeplug_last_error_length(void);
 
@@ -479,6 +592,18 @@ size_t saeplug_last_error_length(void);
  * Memory: nothing allocated; the message stays owned by the library.
  * Thread safety: reads this thread's state only.
  *
+ * Example:
+ *
+ * ```c
+ * char buf[256];
+ * float x[64] = {0};
+ * size_t n;
+ * assert(saeplug_ctx_encode(ctx, NULL, x, 64, 1, NULL, 0) == SAEPLUG_STATUS_NULL_POINTER);
+ * n = saeplug_last_error_message(buf, sizeof buf);
+ * assert(n > 0 && strlen(buf) == n);
+ * fprintf(stderr, "expected error: %s\n", buf);
+ * ```
+ *
  * # Safety
  * `buf` must be NULL or point to `len` writable bytes.
  */
@@ -489,6 +614,13 @@ size_t saeplug_last_error_message(char *buf, size_t len);
  * described as "invalid argument"). Never NULL; do not free.
  * Returns: the description. Memory: static storage; do not free.
  * Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * printf("%s\n", saeplug_status_str(SAEPLUG_STATUS_FILE_CHANGED));
+ * assert(saeplug_status_str(12345) != NULL); // unknown codes still get a string
+ * ```
  */
 const char *saeplug_status_str(uint32_t status);
 
@@ -500,6 +632,16 @@ const char *saeplug_status_str(uint32_t status);
  * `sae` may be freed before the hook.
  * Thread safety: any thread; `sae` may be shared.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * CHECK(saeplug_hook_new(sae, 6, &hook)); // steer the output of block 6
+ * assert(saeplug_hook_layer(hook) == 6);
+ * saeplug_hook_free(hook);
+ * assert(saeplug_hook_new(NULL, 6, &hook) == SAEPLUG_STATUS_NULL_POINTER);
+ * ```
+ *
  * # Safety
  * `sae` NULL or live; `out` NULL or writable.
  */
@@ -510,6 +652,20 @@ saeplug_status saeplug_hook_new(const saeplug_sae *sae, uint32_t layer, saeplug_
  * Returns: nothing. Memory: releases the hook and its reference to the SAE.
  * Thread safety: no call using `hook` may be running on another thread.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_sae *own = NULL;
+ * saeplug_hook *hook = NULL;
+ * float x[64] = {0};
+ * CHECK(saeplug_sae_open(sae_dir, &own));
+ * CHECK(saeplug_hook_new(own, 0, &hook));
+ * saeplug_sae_free(own); // the hook keeps its SAE alive
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+ * saeplug_hook_free(hook); // now the SAE is unmapped
+ * saeplug_hook_free(NULL);
+ * ```
+ *
  * # Safety
  * `hook` NULL or from `saeplug_hook_new`, not yet freed.
  */
@@ -519,6 +675,16 @@ void saeplug_hook_free(saeplug_hook *hook);
  * The hook's layer (0 for NULL).
  * Returns: the layer. Memory: nothing allocated.
  * Thread safety: any thread, as long as no thread is configuring the hook.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * CHECK(saeplug_hook_new(sae, 12, &hook));
+ * assert(saeplug_hook_layer(hook) == 12);
+ * assert(saeplug_hook_layer(NULL) == 0);
+ * saeplug_hook_free(hook);
+ * ```
  *
  * # Safety
  * `hook` NULL or live.
@@ -532,6 +698,21 @@ uint32_t saeplug_hook_layer(const saeplug_hook *hook);
  * Memory: the hook copies what it needs.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * float v[64], x[10 * 64] = {0};
+ * for (int j = 0; j < 64; j++) v[j] = 1.0f;
+ * CHECK(saeplug_hook_new(sae, 0, &hook));
+ * CHECK(saeplug_hook_set_positions(hook, 3, 4, 8)); // positions 4, 5, 6, 7
+ * CHECK(saeplug_hook_add_vector(hook, v, 64, 0.5f));
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 10 * 64, 10, 0));
+ * for (int r = 0; r < 10; r++) assert(x[r * 64] == ((r >= 4 && r < 8) ? 0.5f : 0.0f));
+ * assert(saeplug_hook_set_positions(hook, 3, 5, 5) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * saeplug_hook_free(hook);
+ * ```
+ *
  * # Safety
  * `hook` NULL or live, not used concurrently.
  */
@@ -544,6 +725,25 @@ saeplug_status saeplug_hook_set_positions(saeplug_hook *hook, uint32_t kind, siz
  * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown kind, feature >= d_sae,
  * non-finite value). Memory: the hook stores the edit.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * float x[64], before[64], f[256], d[64];
+ * uint32_t best = 0;
+ * for (int j = 0; j < 64; j++) x[j] = before[j] = cosf((float)j);
+ * CHECK(saeplug_ctx_encode(ctx, sae, x, 64, 1, f, 256));
+ * for (uint32_t i = 1; i < 256; i++) if (f[i] > f[best]) best = i;
+ * CHECK(saeplug_hook_new(sae, 0, &hook));
+ * CHECK(saeplug_hook_add_edit(hook, 1, best, 2.0f * f[best])); // clamp to twice its value
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+ * // Error-preserving: x moved by (target - f) along the feature's decoder row.
+ * CHECK(saeplug_sae_decoder_row(sae, best, d, 64));
+ * for (int j = 0; j < 64; j++) assert(fabsf(x[j] - (before[j] + f[best] * d[j])) < 1e-4f);
+ * assert(saeplug_hook_add_edit(hook, 1, 256, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * saeplug_hook_free(hook);
+ * ```
  *
  * # Safety
  * `hook` NULL or live, not used concurrently.
@@ -559,6 +759,20 @@ saeplug_status saeplug_hook_add_edit(saeplug_hook *hook,
  * non-finite values). Memory: `v` is copied; the caller keeps ownership.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * float v[64] = {0}, x[64] = {0};
+ * v[0] = 1.0f;
+ * CHECK(saeplug_hook_new(sae, 0, &hook));
+ * CHECK(saeplug_hook_add_vector(hook, v, 64, 4.0f)); // v is copied
+ * assert(saeplug_hook_add_vector(hook, v, 63, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+ * assert(x[0] == 4.0f && x[1] == 0.0f);
+ * saeplug_hook_free(hook);
+ * ```
+ *
  * # Safety
  * `hook` NULL or live; `v` holds `len` floats.
  */
@@ -571,6 +785,21 @@ saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_
  * Memory: nothing allocated.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * float x[64], y[64], recon[64];
+ * for (int j = 0; j < 64; j++) x[j] = y[j] = sinf(0.3f * (float)j);
+ * CHECK(saeplug_hook_new(sae, 0, &hook));
+ * CHECK(saeplug_hook_set_replace(hook, 2)); // the SAE's reconstruction replaces x
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, y, 64, 1, 0));
+ * CHECK(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, recon, 64));
+ * for (int j = 0; j < 64; j++) assert(fabsf(y[j] - recon[j]) < 1e-4f);
+ * assert(saeplug_hook_set_replace(hook, 9) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * saeplug_hook_free(hook);
+ * ```
+ *
  * # Safety
  * `hook` NULL or live.
  */
@@ -582,6 +811,21 @@ saeplug_status saeplug_hook_set_replace(saeplug_hook *hook, uint32_t mode);
  * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown solver, k_max > d_sae).
  * Memory: nothing allocated.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_hook *hook = NULL;
+ * float x[64];
+ * for (int j = 0; j < 64; j++) x[j] = sinf((float)j);
+ * CHECK(saeplug_hook_new(sae, 0, &hook));
+ * CHECK(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 16)); // activations from 16-sparse GP
+ * CHECK(saeplug_hook_add_edit(hook, 2, 5, 0.0f));              // ablate feature 5
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+ * assert(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 257) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * CHECK(saeplug_hook_set_solver(hook, 0, 0)); // back to the encoder
+ * saeplug_hook_free(hook);
+ * ```
  *
  * # Safety
  * `hook` NULL or live.
@@ -596,6 +840,21 @@ saeplug_status saeplug_hook_set_solver(saeplug_hook *hook, uint32_t solver, uint
  * FILE_CHANGED; BACKEND. Memory: nothing retained after the call.
  * Thread safety: `ctx` by one thread at a time; a configured `hook` is only read,
  * so one hook may be applied from many threads at once (each with its own context).
+ *
+ * Example:
+ *
+ * ```c
+ * // In an engine's layer callback: x is [n_tokens, d_model], first token at pos0.
+ * saeplug_hook *hook = NULL;
+ * float x[3 * 64] = {0}, d3[64];
+ * CHECK(saeplug_hook_new(sae, 6, &hook));
+ * CHECK(saeplug_hook_set_positions(hook, 2, 0, 0)); // the last token of each batch
+ * CHECK(saeplug_hook_add_edit(hook, 0, 3, 8.0f));   // add 8 * d_3
+ * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 3 * 64, 3, 17));
+ * CHECK(saeplug_sae_decoder_row(sae, 3, d3, 64));
+ * for (int j = 0; j < 64; j++) assert(x[j] == 0.0f && fabsf(x[2 * 64 + j] - 8.0f * d3[j]) < 1e-5f);
+ * saeplug_hook_free(hook);
+ * ```
  *
  * # Safety
  * Handles NULL or live; `x` holds `x_len` floats.
@@ -613,6 +872,18 @@ saeplug_status saeplug_ctx_hook_apply(saeplug_ctx *ctx,
  * with `saeplug_recorder_free`); it holds its own reference to the SAE.
  * Thread safety: any thread; `sae` may be shared.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_recorder *rec = NULL;
+ * uint64_t count = 1;
+ * float mean, max;
+ * CHECK(saeplug_recorder_new(sae, 10, &rec)); // keep the 10 strongest positions
+ * CHECK(saeplug_recorder_feature(rec, 0, &count, &mean, &max));
+ * assert(count == 0); // nothing recorded yet
+ * saeplug_recorder_free(rec);
+ * ```
+ *
  * # Safety
  * `sae` NULL or live; `out` NULL or writable.
  */
@@ -622,6 +893,15 @@ saeplug_status saeplug_recorder_new(const saeplug_sae *sae, size_t top_n, saeplu
  * Free a recorder; NULL is a no-op; twice is UB.
  * Returns: nothing. Memory: releases the recorder and its reference to the SAE.
  * Thread safety: no call using `rec` may be running on another thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_recorder *rec = NULL;
+ * CHECK(saeplug_recorder_new(sae, 1, &rec));
+ * saeplug_recorder_free(rec);
+ * saeplug_recorder_free(NULL); // no-op
+ * ```
  *
  * # Safety
  * `rec` NULL or from `saeplug_recorder_new`, not yet freed.
@@ -635,6 +915,24 @@ void saeplug_recorder_free(saeplug_recorder *rec);
  * FILE_CHANGED. Memory: the recorder keeps counts, sums and its top positions;
  * `x` is not retained.
  * Thread safety: `ctx` and `rec` each by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_recorder *rec = NULL;
+ * float x[4 * 64], f[4 * 256];
+ * uint64_t count, want = 0;
+ * float mean, max;
+ * for (int i = 0; i < 4 * 64; i++) x[i] = sinf(0.1f * (float)i);
+ * CHECK(saeplug_recorder_new(sae, 3, &rec));
+ * CHECK(saeplug_ctx_record(ctx, rec, x, 4 * 64, 4, 0)); // positions 0..3
+ * CHECK(saeplug_ctx_record(ctx, rec, x, 4 * 64, 4, 4)); // positions 4..7
+ * CHECK(saeplug_ctx_encode(ctx, sae, x, 4 * 64, 4, f, 4 * 256));
+ * for (int r = 0; r < 4; r++) want += 2 * (f[r * 256 + 7] > 0.0f);
+ * CHECK(saeplug_recorder_feature(rec, 7, &count, &mean, &max));
+ * assert(count == want);
+ * saeplug_recorder_free(rec);
+ * ```
  *
  * # Safety
  * Handles NULL or live; `x` holds `x_len` floats.
@@ -653,6 +951,24 @@ saeplug_status saeplug_ctx_record(saeplug_ctx *ctx,
  * Memory: nothing allocated.
  * Thread safety: `rec` may be read from several threads while none records into it.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_recorder *rec = NULL;
+ * float x[64], f[256], mean, max;
+ * uint64_t count;
+ * uint32_t best = 0;
+ * for (int j = 0; j < 64; j++) x[j] = cosf(0.5f * (float)j);
+ * CHECK(saeplug_ctx_encode(ctx, sae, x, 64, 1, f, 256));
+ * for (uint32_t i = 1; i < 256; i++) if (f[i] > f[best]) best = i;
+ * CHECK(saeplug_recorder_new(sae, 1, &rec));
+ * CHECK(saeplug_ctx_record(ctx, rec, x, 64, 1, 0));
+ * CHECK(saeplug_recorder_feature(rec, best, &count, &mean, &max));
+ * assert(count == 1 && fabsf(max - f[best]) < 1e-5f && fabsf(mean - f[best]) < 1e-5f);
+ * assert(saeplug_recorder_feature(rec, 256, &count, &mean, &max) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * saeplug_recorder_free(rec);
+ * ```
+ *
  * # Safety
  * `rec` NULL or live; outputs NULL or writable.
  */
@@ -669,6 +985,23 @@ saeplug_status saeplug_recorder_feature(const saeplug_recorder *rec,
  * Memory: nothing retained; the file is written to a temporary name and renamed.
  * Thread safety: as for `saeplug_recorder_feature`.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_recorder *rec = NULL;
+ * char path[4096];
+ * float x[64] = {0};
+ * FILE *fp;
+ * snprintf(path, sizeof path, "%s/features.json", tmp_dir);
+ * CHECK(saeplug_recorder_new(sae, 5, &rec));
+ * CHECK(saeplug_ctx_record(ctx, rec, x, 64, 1, 0));
+ * CHECK(saeplug_recorder_write_json(rec, path));
+ * fp = fopen(path, "r");
+ * assert(fp != NULL && fgetc(fp) == '{');
+ * fclose(fp);
+ * saeplug_recorder_free(rec);
+ * ```
+ *
  * # Safety
  * `rec` NULL or live; `path` NULL or NUL-terminated.
  */
@@ -678,6 +1011,16 @@ saeplug_status saeplug_recorder_write_json(const saeplug_recorder *rec, const ch
  * Copy decoder row `feature` (`d_in` floats) into `out`.
  * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
  * `len != d_in`). Memory: copies; nothing retained. Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * float d[64], norm = 0.0f;
+ * CHECK(saeplug_sae_decoder_row(sae, 42, d, 64)); // feature 42's direction
+ * for (int j = 0; j < 64; j++) norm += d[j] * d[j];
+ * assert(norm > 0.0f);
+ * assert(saeplug_sae_decoder_row(sae, 256, d, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
  *
  * # Safety
  * `sae` NULL or live; `out` holds `len` floats.
@@ -695,6 +1038,22 @@ saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
  * (empty, layer 0, duplicate layers, non-finite values); IO.
  * Memory: inputs are read, not retained; the file is written atomically.
  * Thread safety: any thread (distinct paths).
+ *
+ * Example:
+ *
+ * ```c
+ * // "4 x feature 3" as a llama.cpp control vector on block 6's output:
+ * //   llama-cli -m model.gguf --control-vector steer.gguf
+ * float dir[64];
+ * uint32_t layer = 6;
+ * char path[4096];
+ * snprintf(path, sizeof path, "%s/steer.gguf", tmp_dir);
+ * CHECK(saeplug_sae_decoder_row(sae, 3, dir, 64));
+ * for (int j = 0; j < 64; j++) dir[j] *= 4.0f;
+ * CHECK(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64));
+ * layer = 0; // llama.cpp has no direction.0
+ * assert(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
  *
  * # Safety
  * `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`
@@ -723,6 +1082,19 @@ saeplug_status saeplug_export_cvec(const char *path,
  * may kill the process (SIGBUS), as with any memory map.
  * Thread safety: any thread.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_sae *s = NULL;
+ * saeplug_sae_info info;
+ * // A SAELens folder; Gemma Scope params.npz and sparsify folders open the same way.
+ * CHECK(saeplug_sae_open(sae_dir, &s));
+ * CHECK(saeplug_sae_get_info(s, &info));
+ * assert(info.d_in == 64 && info.d_sae == 256 && info.zero_copy);
+ * saeplug_sae_free(s);
+ * assert(saeplug_sae_open("/nonexistent", &s) == SAEPLUG_STATUS_IO);
+ * ```
+ *
  * # Safety
  * `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
  */
@@ -734,6 +1106,15 @@ saeplug_status saeplug_sae_open(const char *path, saeplug_sae **out);
  * another thread.
  * Returns: nothing. Memory: drops the caller's reference; the mapping is unmapped
  * when hooks and recorders made from it are freed too.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_sae *s = NULL;
+ * CHECK(saeplug_sae_open(sae_dir, &s));
+ * saeplug_sae_free(s);
+ * saeplug_sae_free(NULL); // no-op
+ * ```
  *
  * # Safety
  * `sae` must be NULL or a handle from `saeplug_sae_open` not yet freed.
@@ -747,6 +1128,15 @@ void saeplug_sae_free(saeplug_sae *sae);
  * Returns: OK or NULL_POINTER. Thread safety: any thread.
  * Memory: `*out` is filled by value; nothing to free.
  *
+ * Example:
+ *
+ * ```c
+ * saeplug_sae_info info;
+ * CHECK(saeplug_sae_get_info(sae, &info));
+ * printf("d_in %zu, d_sae %zu, architecture %u\n", info.d_in, info.d_sae, info.architecture);
+ * assert(info.architecture == SAEPLUG_ARCHITECTURE_STANDARD && info.k == 0);
+ * ```
+ *
  * # Safety
  * `sae` must be NULL or a live handle; `out` NULL or writable.
  */
@@ -757,6 +1147,14 @@ saeplug_status saeplug_sae_get_info(const saeplug_sae *sae, saeplug_sae_info *ou
  * open. Returns OK or FILE_CHANGED (or IO if a file vanished).
  * Thread safety: any thread.
  * Memory: nothing allocated.
+ *
+ * Example:
+ *
+ * ```c
+ * // Before a long run, or after an "SAE file updated" notification:
+ * CHECK(saeplug_sae_check_unchanged(sae));
+ * assert(saeplug_sae_check_unchanged(NULL) == SAEPLUG_STATUS_NULL_POINTER);
+ * ```
  *
  * # Safety
  * `sae` must be NULL or a live handle.
@@ -777,6 +1175,24 @@ saeplug_status saeplug_sae_check_unchanged(const saeplug_sae *sae);
  * (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
  * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
+ *
+ * Example:
+ *
+ * ```c
+ * float x[2 * 64], val[2 * 8], res[2], recon[2 * 64];
+ * size_t offs[3], nnz = 0;
+ * uint32_t idx[2 * 8], iters[2];
+ * for (int i = 0; i < 2 * 64; i++) x[i] = sinf(0.2f * (float)i);
+ * CHECK(saeplug_ctx_solve(ctx, sae, SAEPLUG_SOLVER_OMP, 8, 1, 0.0f, x, 2 * 64, 2,
+ *                         offs, idx, val, 2 * 8, &nnz, iters, res));
+ * CHECK(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, nnz, 2, recon, 2 * 64));
+ * for (int r = 0; r < 2; r++) {
+ *     float e = 0.0f;
+ *     assert(offs[r + 1] - offs[r] <= 8 && iters[r] <= 8);
+ *     for (int j = 0; j < 64; j++) e += (x[r * 64 + j] - recon[r * 64 + j]) * (x[r * 64 + j] - recon[r * 64 + j]);
+ *     assert(fabsf(sqrtf(e) - res[r]) <= 1e-3f * (1.0f + res[r])); // the reported residual
+ * }
+ * ```
  *
  * # Safety
  * Handles must be NULL or live; buffers must hold their stated lengths.

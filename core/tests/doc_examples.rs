@@ -63,84 +63,87 @@ const ITEM: [&str; 8] = [
 
 #[test]
 fn every_public_item_has_a_code_example() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut items = 0;
     let mut missing = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("read source");
-        let rel = f.strip_prefix(&src).unwrap_or(f).display().to_string();
-        // The reference oracle is a test-only module (feature `reference`).
-        if rel == "reference.rs" {
-            continue;
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        let mut in_trait: Option<usize> = None;
-        let mut in_tests = false;
-        for (i, line) in lines.iter().enumerate() {
-            let t = line.trim_start();
-            let indent = line.len() - t.len();
-            if t.starts_with("#[cfg(test)]") {
-                in_tests = true;
-            }
-            if in_tests {
+    // The core crate and the WGSL kernel crate.
+    for src in [root.join("src"), root.join("../shaders/src")] {
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        files.sort();
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("read source");
+            let rel = f.strip_prefix(&src).unwrap_or(f).display().to_string();
+            // The reference oracle is a test-only module (feature `reference`).
+            if rel == "reference.rs" {
                 continue;
             }
-            if let Some(ti) = in_trait {
-                if indent == ti && t.starts_with('}') {
-                    in_trait = None;
-                } else if indent == ti + 4 && t.starts_with("fn ") {
-                    items += 1;
-                    if !doc_above(&lines, i).contains("```") {
-                        missing.push(format!("{rel}:{} trait method {}", i + 1, t));
+            let lines: Vec<&str> = text.lines().collect();
+            let mut in_trait: Option<usize> = None;
+            let mut in_tests = false;
+            for (i, line) in lines.iter().enumerate() {
+                let t = line.trim_start();
+                let indent = line.len() - t.len();
+                if t.starts_with("#[cfg(test)]") {
+                    in_tests = true;
+                }
+                if in_tests {
+                    continue;
+                }
+                if let Some(ti) = in_trait {
+                    if indent == ti && t.starts_with('}') {
+                        in_trait = None;
+                    } else if indent == ti + 4 && t.starts_with("fn ") {
+                        items += 1;
+                        if !doc_above(&lines, i).contains("```") {
+                            missing.push(format!("{rel}:{} trait method {}", i + 1, t));
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            if let Some(name) = t.strip_prefix("pub mod ") {
-                let name = name.trim_end_matches(';').trim_end_matches(" {").trim();
-                items += 1;
-                let dir = f.parent().unwrap_or(&src);
-                let dir = if f
-                    .file_name()
-                    .is_some_and(|n| n == "lib.rs" || n == "mod.rs")
-                {
-                    dir.to_path_buf()
-                } else {
-                    dir.join(f.file_stem().unwrap_or_default())
-                };
-                let doc = if t.ends_with(';') {
-                    [
-                        dir.join(format!("{name}.rs")),
-                        dir.join(name).join("mod.rs"),
-                    ]
-                    .iter()
-                    .find_map(|p| std::fs::read_to_string(p).ok())
-                    .map(|s| module_doc(&s))
-                    .unwrap_or_default()
-                } else {
-                    doc_above(&lines, i)
-                };
-                if !doc.contains("```") {
-                    missing.push(format!("{rel}:{} module {name}", i + 1));
+                if let Some(name) = t.strip_prefix("pub mod ") {
+                    let name = name.trim_end_matches(';').trim_end_matches(" {").trim();
+                    items += 1;
+                    let dir = f.parent().unwrap_or(&src);
+                    let dir = if f
+                        .file_name()
+                        .is_some_and(|n| n == "lib.rs" || n == "mod.rs")
+                    {
+                        dir.to_path_buf()
+                    } else {
+                        dir.join(f.file_stem().unwrap_or_default())
+                    };
+                    let doc = if t.ends_with(';') {
+                        [
+                            dir.join(format!("{name}.rs")),
+                            dir.join(name).join("mod.rs"),
+                        ]
+                        .iter()
+                        .find_map(|p| std::fs::read_to_string(p).ok())
+                        .map(|s| module_doc(&s))
+                        .unwrap_or_default()
+                    } else {
+                        doc_above(&lines, i)
+                    };
+                    if !doc.contains("```") {
+                        missing.push(format!("{rel}:{} module {name}", i + 1));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if ITEM.iter().any(|p| t.starts_with(p)) {
-                items += 1;
-                if t.starts_with("pub trait ") {
-                    in_trait = Some(indent);
-                }
-                if !doc_above(&lines, i).contains("```") {
-                    let head: String = t.chars().take(60).collect();
-                    missing.push(format!("{rel}:{} {head}", i + 1));
+                if ITEM.iter().any(|p| t.starts_with(p)) {
+                    items += 1;
+                    if t.starts_with("pub trait ") {
+                        in_trait = Some(indent);
+                    }
+                    if !doc_above(&lines, i).contains("```") {
+                        let head: String = t.chars().take(60).collect();
+                        missing.push(format!("{rel}:{} {head}", i + 1));
+                    }
                 }
             }
         }
     }
-    assert!(items > 100, "scanned only {items} public items");
+    assert!(items > 150, "scanned only {items} public items");
     assert!(
         missing.is_empty(),
         "{} of {items} public items have no example:\n{}",

@@ -37,6 +37,16 @@ pub struct saeplug_ctx {
 /// backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
 /// `saeplug_ctx_free`. Thread safety: any thread.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_ctx *cpu = NULL;
+/// CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 2, &cpu)); // 2 worker threads
+/// assert(strcmp(saeplug_ctx_backend_name(cpu), "cpu") == 0);
+/// saeplug_ctx_free(cpu);
+/// assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
+///
 /// # Safety
 /// `out` must be NULL or writable.
 #[unsafe(no_mangle)]
@@ -81,6 +91,13 @@ impl saeplug_ctx {
 /// Returns: a static string; do not free.
 /// Memory: nothing allocated. Thread safety: any thread (reads an immutable field).
 ///
+/// Example:
+///
+/// ```c
+/// printf("encoding on %s\n", saeplug_ctx_backend_name(ctx));
+/// assert(strcmp(saeplug_ctx_backend_name(NULL), "") == 0);
+/// ```
+///
 /// # Safety
 /// `ctx` must be NULL or a live handle.
 #[unsafe(no_mangle)]
@@ -100,6 +117,15 @@ fn wgpu_cpu_type() -> saeplug::wgpu_types::DeviceType {
 /// Returns: nothing. Memory: releases the context and its GPU resources, including
 /// the weights it uploaded (a GPU context keeps each SAE it used uploaded until then).
 /// Thread safety: no call on `ctx` may be running on another thread.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_ctx *c = NULL;
+/// CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 1, &c));
+/// saeplug_ctx_free(c);
+/// saeplug_ctx_free(NULL); // no-op
+/// ```
 ///
 /// # Safety
 /// `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
@@ -122,6 +148,17 @@ pub unsafe extern "C" fn saeplug_ctx_free(ctx: *mut saeplug_ctx) {
 /// (NaN/inf in `x`). On failure `out` may have been partly written.
 /// Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
 /// at a time; `sae` may be shared.
+///
+/// Example:
+///
+/// ```c
+/// float x[2 * 64], f[2 * 256];
+/// for (int i = 0; i < 2 * 64; i++) x[i] = (float)(i % 7) - 3.0f;
+/// CHECK(saeplug_ctx_encode(ctx, sae, x, 2 * 64, 2, f, 2 * 256));
+/// for (int i = 0; i < 2 * 256; i++) assert(f[i] >= 0.0f); // a ReLU SAE
+/// // A wrong output length is refused before anything is computed.
+/// assert(saeplug_ctx_encode(ctx, sae, x, 2 * 64, 2, f, 256) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
@@ -162,6 +199,24 @@ pub unsafe extern "C" fn saeplug_ctx_encode(
 /// Returns: OK; BUFFER_TOO_SMALL when the nonzeros exceed `capacity` (the needed
 /// capacity is written to `*out_nnz`, nothing else); other errors as for encode.
 /// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
+///
+/// Example:
+///
+/// ```c
+/// float x[64];
+/// size_t offs[2], nnz = 0, need = 0;
+/// uint32_t idx[256];
+/// float val[256];
+/// for (int j = 0; j < 64; j++) x[j] = sinf((float)j);
+/// CHECK(saeplug_ctx_encode_sparse(ctx, sae, x, 64, 1, offs, idx, val, 256, &nnz));
+/// assert(offs[0] == 0 && offs[1] == nnz);
+/// // Capacity too small: BUFFER_TOO_SMALL, with the capacity needed in *out_nnz.
+/// if (nnz > 0) {
+///     assert(saeplug_ctx_encode_sparse(ctx, sae, x, 64, 1, offs, idx, val, nnz - 1, &need)
+///            == SAEPLUG_STATUS_BUFFER_TOO_SMALL);
+///     assert(need == nnz);
+/// }
+/// ```
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
@@ -207,6 +262,17 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
 /// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes), MISALIGNED.
 /// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
 ///
+/// Example:
+///
+/// ```c
+/// float f[256] = {0}, zero[256] = {0}, out[64], b_dec[64], d10[64];
+/// f[10] = 1.5f;
+/// CHECK(saeplug_ctx_decode(ctx, sae, f, 256, 1, out, 64));
+/// CHECK(saeplug_ctx_decode(ctx, sae, zero, 256, 1, b_dec, 64)); // no features: b_dec
+/// CHECK(saeplug_sae_decoder_row(sae, 10, d10, 64));
+/// for (int j = 0; j < 64; j++) assert(fabsf(out[j] - (1.5f * d10[j] + b_dec[j])) < 1e-4f);
+/// ```
+///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
 #[unsafe(no_mangle)]
@@ -244,6 +310,21 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
 /// lengths, non-finite values), MISALIGNED.
 /// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
+///
+/// Example:
+///
+/// ```c
+/// size_t offs[2] = {0, 1};
+/// uint32_t idx[1] = {10};
+/// float val[1] = {1.5f}, dense[256] = {0}, a[64], b[64];
+/// dense[10] = 1.5f;
+/// CHECK(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, 1, 1, a, 64));
+/// CHECK(saeplug_ctx_decode(ctx, sae, dense, 256, 1, b, 64));
+/// for (int j = 0; j < 64; j++) assert(fabsf(a[j] - b[j]) < 1e-5f);
+/// idx[0] = 256; // >= d_sae
+/// assert(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, 1, 1, a, 64)
+///        == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
@@ -289,6 +370,19 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
 /// per row. Lengths: `x_len == out_len == n_rows * d_in`.
 /// Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
+///
+/// Example:
+///
+/// ```c
+/// float x[64], recon[64], err = 0.0f, norm = 0.0f;
+/// for (int j = 0; j < 64; j++) x[j] = sinf(0.3f * (float)j);
+/// CHECK(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, recon, 64));
+/// for (int j = 0; j < 64; j++) {
+///     err += (x[j] - recon[j]) * (x[j] - recon[j]);
+///     norm += x[j] * x[j];
+/// }
+/// printf("relative squared reconstruction error %.3f\n", err / norm);
+/// ```
 ///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.

@@ -168,6 +168,19 @@ pub(crate) fn set_last_error(e: FfiError) -> saeplug_status {
 ///
 /// Thread safety: reads this thread's state only.
 /// Returns: the length, or 0. Memory: nothing allocated.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_sae *none = NULL;
+/// char *msg;
+/// assert(saeplug_sae_open("/nonexistent/sae", &none) == SAEPLUG_STATUS_IO);
+/// msg = malloc(saeplug_last_error_length());
+/// assert(msg != NULL);
+/// saeplug_last_error_message(msg, saeplug_last_error_length());
+/// assert(strstr(msg, "/nonexistent/sae") != NULL); // the message names the path
+/// free(msg);
+/// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_last_error_length() -> usize {
     LAST_ERROR.with(|l| l.borrow().as_ref().map_or(0, |m| m.as_bytes().len() + 1))
@@ -180,6 +193,18 @@ pub extern "C" fn saeplug_last_error_length() -> usize {
 /// `buf` is NULL or `len` is 0).
 /// Memory: nothing allocated; the message stays owned by the library.
 /// Thread safety: reads this thread's state only.
+///
+/// Example:
+///
+/// ```c
+/// char buf[256];
+/// float x[64] = {0};
+/// size_t n;
+/// assert(saeplug_ctx_encode(ctx, NULL, x, 64, 1, NULL, 0) == SAEPLUG_STATUS_NULL_POINTER);
+/// n = saeplug_last_error_message(buf, sizeof buf);
+/// assert(n > 0 && strlen(buf) == n);
+/// fprintf(stderr, "expected error: %s\n", buf);
+/// ```
 ///
 /// # Safety
 /// `buf` must be NULL or point to `len` writable bytes.
@@ -205,6 +230,13 @@ pub unsafe extern "C" fn saeplug_last_error_message(buf: *mut c_char, len: usize
 /// described as "invalid argument"). Never NULL; do not free.
 /// Returns: the description. Memory: static storage; do not free.
 /// Thread safety: any thread.
+///
+/// Example:
+///
+/// ```c
+/// printf("%s\n", saeplug_status_str(SAEPLUG_STATUS_FILE_CHANGED));
+/// assert(saeplug_status_str(12345) != NULL); // unknown codes still get a string
+/// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_status_str(status: u32) -> *const c_char {
     saeplug_status::from(status).describe().as_ptr()

@@ -35,6 +35,16 @@ pub struct saeplug_recorder {
 /// `sae` may be freed before the hook.
 /// Thread safety: any thread; `sae` may be shared.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// CHECK(saeplug_hook_new(sae, 6, &hook)); // steer the output of block 6
+/// assert(saeplug_hook_layer(hook) == 6);
+/// saeplug_hook_free(hook);
+/// assert(saeplug_hook_new(NULL, 6, &hook) == SAEPLUG_STATUS_NULL_POINTER);
+/// ```
+///
 /// # Safety
 /// `sae` NULL or live; `out` NULL or writable.
 #[unsafe(no_mangle)]
@@ -60,6 +70,20 @@ pub unsafe extern "C" fn saeplug_hook_new(
 /// Returns: nothing. Memory: releases the hook and its reference to the SAE.
 /// Thread safety: no call using `hook` may be running on another thread.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_sae *own = NULL;
+/// saeplug_hook *hook = NULL;
+/// float x[64] = {0};
+/// CHECK(saeplug_sae_open(sae_dir, &own));
+/// CHECK(saeplug_hook_new(own, 0, &hook));
+/// saeplug_sae_free(own); // the hook keeps its SAE alive
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+/// saeplug_hook_free(hook); // now the SAE is unmapped
+/// saeplug_hook_free(NULL);
+/// ```
+///
 /// # Safety
 /// `hook` NULL or from `saeplug_hook_new`, not yet freed.
 #[unsafe(no_mangle)]
@@ -76,6 +100,16 @@ pub unsafe extern "C" fn saeplug_hook_free(hook: *mut saeplug_hook) {
 /// Returns: the layer. Memory: nothing allocated.
 /// Thread safety: any thread, as long as no thread is configuring the hook.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// CHECK(saeplug_hook_new(sae, 12, &hook));
+/// assert(saeplug_hook_layer(hook) == 12);
+/// assert(saeplug_hook_layer(NULL) == 0);
+/// saeplug_hook_free(hook);
+/// ```
+///
 /// # Safety
 /// `hook` NULL or live.
 #[unsafe(no_mangle)]
@@ -89,6 +123,21 @@ pub unsafe extern "C" fn saeplug_hook_layer(hook: *const saeplug_hook) -> u32 {
 /// INVALID_ARGUMENT for other kinds or an empty range.
 /// Memory: the hook copies what it needs.
 /// Thread safety: configuration call: no other call may use `hook` meanwhile.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// float v[64], x[10 * 64] = {0};
+/// for (int j = 0; j < 64; j++) v[j] = 1.0f;
+/// CHECK(saeplug_hook_new(sae, 0, &hook));
+/// CHECK(saeplug_hook_set_positions(hook, 3, 4, 8)); // positions 4, 5, 6, 7
+/// CHECK(saeplug_hook_add_vector(hook, v, 64, 0.5f));
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 10 * 64, 10, 0));
+/// for (int r = 0; r < 10; r++) assert(x[r * 64] == ((r >= 4 && r < 8) ? 0.5f : 0.0f));
+/// assert(saeplug_hook_set_positions(hook, 3, 5, 5) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// saeplug_hook_free(hook);
+/// ```
 ///
 /// # Safety
 /// `hook` NULL or live, not used concurrently.
@@ -126,6 +175,25 @@ pub unsafe extern "C" fn saeplug_hook_set_positions(
 /// non-finite value). Memory: the hook stores the edit.
 /// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// float x[64], before[64], f[256], d[64];
+/// uint32_t best = 0;
+/// for (int j = 0; j < 64; j++) x[j] = before[j] = cosf((float)j);
+/// CHECK(saeplug_ctx_encode(ctx, sae, x, 64, 1, f, 256));
+/// for (uint32_t i = 1; i < 256; i++) if (f[i] > f[best]) best = i;
+/// CHECK(saeplug_hook_new(sae, 0, &hook));
+/// CHECK(saeplug_hook_add_edit(hook, 1, best, 2.0f * f[best])); // clamp to twice its value
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+/// // Error-preserving: x moved by (target - f) along the feature's decoder row.
+/// CHECK(saeplug_sae_decoder_row(sae, best, d, 64));
+/// for (int j = 0; j < 64; j++) assert(fabsf(x[j] - (before[j] + f[best] * d[j])) < 1e-4f);
+/// assert(saeplug_hook_add_edit(hook, 1, 256, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// saeplug_hook_free(hook);
+/// ```
+///
 /// # Safety
 /// `hook` NULL or live, not used concurrently.
 #[unsafe(no_mangle)]
@@ -161,6 +229,20 @@ pub unsafe extern "C" fn saeplug_hook_add_edit(
 /// non-finite values). Memory: `v` is copied; the caller keeps ownership.
 /// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// float v[64] = {0}, x[64] = {0};
+/// v[0] = 1.0f;
+/// CHECK(saeplug_hook_new(sae, 0, &hook));
+/// CHECK(saeplug_hook_add_vector(hook, v, 64, 4.0f)); // v is copied
+/// assert(saeplug_hook_add_vector(hook, v, 63, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+/// assert(x[0] == 4.0f && x[1] == 0.0f);
+/// saeplug_hook_free(hook);
+/// ```
+///
 /// # Safety
 /// `hook` NULL or live; `v` holds `len` floats.
 #[unsafe(no_mangle)]
@@ -190,6 +272,21 @@ pub unsafe extern "C" fn saeplug_hook_add_vector(
 /// Memory: nothing allocated.
 /// Thread safety: configuration call: no other call may use `hook` meanwhile.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// float x[64], y[64], recon[64];
+/// for (int j = 0; j < 64; j++) x[j] = y[j] = sinf(0.3f * (float)j);
+/// CHECK(saeplug_hook_new(sae, 0, &hook));
+/// CHECK(saeplug_hook_set_replace(hook, 2)); // the SAE's reconstruction replaces x
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, y, 64, 1, 0));
+/// CHECK(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, recon, 64));
+/// for (int j = 0; j < 64; j++) assert(fabsf(y[j] - recon[j]) < 1e-4f);
+/// assert(saeplug_hook_set_replace(hook, 9) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// saeplug_hook_free(hook);
+/// ```
+///
 /// # Safety
 /// `hook` NULL or live.
 #[unsafe(no_mangle)]
@@ -215,6 +312,21 @@ pub unsafe extern "C" fn saeplug_hook_set_replace(
 /// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown solver, k_max > d_sae).
 /// Memory: nothing allocated.
 /// Thread safety: configuration call: no other call may use `hook` meanwhile.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_hook *hook = NULL;
+/// float x[64];
+/// for (int j = 0; j < 64; j++) x[j] = sinf((float)j);
+/// CHECK(saeplug_hook_new(sae, 0, &hook));
+/// CHECK(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 16)); // activations from 16-sparse GP
+/// CHECK(saeplug_hook_add_edit(hook, 2, 5, 0.0f));              // ablate feature 5
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
+/// assert(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 257) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// CHECK(saeplug_hook_set_solver(hook, 0, 0)); // back to the encoder
+/// saeplug_hook_free(hook);
+/// ```
 ///
 /// # Safety
 /// `hook` NULL or live.
@@ -252,6 +364,21 @@ pub unsafe extern "C" fn saeplug_hook_set_solver(
 /// Thread safety: `ctx` by one thread at a time; a configured `hook` is only read,
 /// so one hook may be applied from many threads at once (each with its own context).
 ///
+/// Example:
+///
+/// ```c
+/// // In an engine's layer callback: x is [n_tokens, d_model], first token at pos0.
+/// saeplug_hook *hook = NULL;
+/// float x[3 * 64] = {0}, d3[64];
+/// CHECK(saeplug_hook_new(sae, 6, &hook));
+/// CHECK(saeplug_hook_set_positions(hook, 2, 0, 0)); // the last token of each batch
+/// CHECK(saeplug_hook_add_edit(hook, 0, 3, 8.0f));   // add 8 * d_3
+/// CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 3 * 64, 3, 17));
+/// CHECK(saeplug_sae_decoder_row(sae, 3, d3, 64));
+/// for (int j = 0; j < 64; j++) assert(x[j] == 0.0f && fabsf(x[2 * 64 + j] - 8.0f * d3[j]) < 1e-5f);
+/// saeplug_hook_free(hook);
+/// ```
+///
 /// # Safety
 /// Handles NULL or live; `x` holds `x_len` floats.
 #[unsafe(no_mangle)]
@@ -278,6 +405,18 @@ pub unsafe extern "C" fn saeplug_ctx_hook_apply(
 /// with `saeplug_recorder_free`); it holds its own reference to the SAE.
 /// Thread safety: any thread; `sae` may be shared.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_recorder *rec = NULL;
+/// uint64_t count = 1;
+/// float mean, max;
+/// CHECK(saeplug_recorder_new(sae, 10, &rec)); // keep the 10 strongest positions
+/// CHECK(saeplug_recorder_feature(rec, 0, &count, &mean, &max));
+/// assert(count == 0); // nothing recorded yet
+/// saeplug_recorder_free(rec);
+/// ```
+///
 /// # Safety
 /// `sae` NULL or live; `out` NULL or writable.
 #[unsafe(no_mangle)]
@@ -303,6 +442,15 @@ pub unsafe extern "C" fn saeplug_recorder_new(
 /// Returns: nothing. Memory: releases the recorder and its reference to the SAE.
 /// Thread safety: no call using `rec` may be running on another thread.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_recorder *rec = NULL;
+/// CHECK(saeplug_recorder_new(sae, 1, &rec));
+/// saeplug_recorder_free(rec);
+/// saeplug_recorder_free(NULL); // no-op
+/// ```
+///
 /// # Safety
 /// `rec` NULL or from `saeplug_recorder_new`, not yet freed.
 #[unsafe(no_mangle)]
@@ -321,6 +469,24 @@ pub unsafe extern "C" fn saeplug_recorder_free(rec: *mut saeplug_recorder) {
 /// FILE_CHANGED. Memory: the recorder keeps counts, sums and its top positions;
 /// `x` is not retained.
 /// Thread safety: `ctx` and `rec` each by one thread at a time.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_recorder *rec = NULL;
+/// float x[4 * 64], f[4 * 256];
+/// uint64_t count, want = 0;
+/// float mean, max;
+/// for (int i = 0; i < 4 * 64; i++) x[i] = sinf(0.1f * (float)i);
+/// CHECK(saeplug_recorder_new(sae, 3, &rec));
+/// CHECK(saeplug_ctx_record(ctx, rec, x, 4 * 64, 4, 0)); // positions 0..3
+/// CHECK(saeplug_ctx_record(ctx, rec, x, 4 * 64, 4, 4)); // positions 4..7
+/// CHECK(saeplug_ctx_encode(ctx, sae, x, 4 * 64, 4, f, 4 * 256));
+/// for (int r = 0; r < 4; r++) want += 2 * (f[r * 256 + 7] > 0.0f);
+/// CHECK(saeplug_recorder_feature(rec, 7, &count, &mean, &max));
+/// assert(count == want);
+/// saeplug_recorder_free(rec);
+/// ```
 ///
 /// # Safety
 /// Handles NULL or live; `x` holds `x_len` floats.
@@ -349,6 +515,24 @@ pub unsafe extern "C" fn saeplug_ctx_record(
 /// Returns: OK; NULL_POINTER; INVALID_ARGUMENT (feature >= d_sae).
 /// Memory: nothing allocated.
 /// Thread safety: `rec` may be read from several threads while none records into it.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_recorder *rec = NULL;
+/// float x[64], f[256], mean, max;
+/// uint64_t count;
+/// uint32_t best = 0;
+/// for (int j = 0; j < 64; j++) x[j] = cosf(0.5f * (float)j);
+/// CHECK(saeplug_ctx_encode(ctx, sae, x, 64, 1, f, 256));
+/// for (uint32_t i = 1; i < 256; i++) if (f[i] > f[best]) best = i;
+/// CHECK(saeplug_recorder_new(sae, 1, &rec));
+/// CHECK(saeplug_ctx_record(ctx, rec, x, 64, 1, 0));
+/// CHECK(saeplug_recorder_feature(rec, best, &count, &mean, &max));
+/// assert(count == 1 && fabsf(max - f[best]) < 1e-5f && fabsf(mean - f[best]) < 1e-5f);
+/// assert(saeplug_recorder_feature(rec, 256, &count, &mean, &max) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// saeplug_recorder_free(rec);
+/// ```
 ///
 /// # Safety
 /// `rec` NULL or live; outputs NULL or writable.
@@ -382,6 +566,23 @@ pub unsafe extern "C" fn saeplug_recorder_feature(
 /// Memory: nothing retained; the file is written to a temporary name and renamed.
 /// Thread safety: as for `saeplug_recorder_feature`.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_recorder *rec = NULL;
+/// char path[4096];
+/// float x[64] = {0};
+/// FILE *fp;
+/// snprintf(path, sizeof path, "%s/features.json", tmp_dir);
+/// CHECK(saeplug_recorder_new(sae, 5, &rec));
+/// CHECK(saeplug_ctx_record(ctx, rec, x, 64, 1, 0));
+/// CHECK(saeplug_recorder_write_json(rec, path));
+/// fp = fopen(path, "r");
+/// assert(fp != NULL && fgetc(fp) == '{');
+/// fclose(fp);
+/// saeplug_recorder_free(rec);
+/// ```
+///
 /// # Safety
 /// `rec` NULL or live; `path` NULL or NUL-terminated.
 #[unsafe(no_mangle)]
@@ -400,6 +601,16 @@ pub unsafe extern "C" fn saeplug_recorder_write_json(
 /// Copy decoder row `feature` (`d_in` floats) into `out`.
 /// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
 /// `len != d_in`). Memory: copies; nothing retained. Thread safety: any thread.
+///
+/// Example:
+///
+/// ```c
+/// float d[64], norm = 0.0f;
+/// CHECK(saeplug_sae_decoder_row(sae, 42, d, 64)); // feature 42's direction
+/// for (int j = 0; j < 64; j++) norm += d[j] * d[j];
+/// assert(norm > 0.0f);
+/// assert(saeplug_sae_decoder_row(sae, 256, d, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
 ///
 /// # Safety
 /// `sae` NULL or live; `out` holds `len` floats.
@@ -430,6 +641,22 @@ pub unsafe extern "C" fn saeplug_sae_decoder_row(
 /// (empty, layer 0, duplicate layers, non-finite values); IO.
 /// Memory: inputs are read, not retained; the file is written atomically.
 /// Thread safety: any thread (distinct paths).
+///
+/// Example:
+///
+/// ```c
+/// // "4 x feature 3" as a llama.cpp control vector on block 6's output:
+/// //   llama-cli -m model.gguf --control-vector steer.gguf
+/// float dir[64];
+/// uint32_t layer = 6;
+/// char path[4096];
+/// snprintf(path, sizeof path, "%s/steer.gguf", tmp_dir);
+/// CHECK(saeplug_sae_decoder_row(sae, 3, dir, 64));
+/// for (int j = 0; j < 64; j++) dir[j] *= 4.0f;
+/// CHECK(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64));
+/// layer = 0; // llama.cpp has no direction.0
+/// assert(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
 ///
 /// # Safety
 /// `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`

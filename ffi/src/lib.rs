@@ -1,5 +1,6 @@
 //! C ABI of saeplug. The only `extern "C"` code of the project; `include/saeplug.h`
 //! is generated from this crate by cbindgen and checked in.
+#![warn(missing_docs)]
 #![allow(
     non_camel_case_types,
     reason = "C type names follow the header's snake_case"
@@ -30,6 +31,12 @@ pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
 /// Compare `saeplug_abi_version() >> 16` with `SAEPLUG_ABI_VERSION_MAJOR`.
 /// Thread safety: any thread.
 /// Returns: the version. Memory: nothing allocated.
+///
+/// Example:
+///
+/// ```c
+/// assert(saeplug_abi_version() >> 16 == SAEPLUG_ABI_VERSION_MAJOR);
+/// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_abi_version() -> u32 {
     (SAEPLUG_ABI_VERSION_MAJOR << 16) | SAEPLUG_ABI_VERSION_MINOR

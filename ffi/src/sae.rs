@@ -79,6 +79,19 @@ pub struct saeplug_sae_info {
 /// may kill the process (SIGBUS), as with any memory map.
 /// Thread safety: any thread.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_sae *s = NULL;
+/// saeplug_sae_info info;
+/// // A SAELens folder; Gemma Scope params.npz and sparsify folders open the same way.
+/// CHECK(saeplug_sae_open(sae_dir, &s));
+/// CHECK(saeplug_sae_get_info(s, &info));
+/// assert(info.d_in == 64 && info.d_sae == 256 && info.zero_copy);
+/// saeplug_sae_free(s);
+/// assert(saeplug_sae_open("/nonexistent", &s) == SAEPLUG_STATUS_IO);
+/// ```
+///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
 #[unsafe(no_mangle)]
@@ -106,6 +119,15 @@ pub unsafe extern "C" fn saeplug_sae_open(
 /// Returns: nothing. Memory: drops the caller's reference; the mapping is unmapped
 /// when hooks and recorders made from it are freed too.
 ///
+/// Example:
+///
+/// ```c
+/// saeplug_sae *s = NULL;
+/// CHECK(saeplug_sae_open(sae_dir, &s));
+/// saeplug_sae_free(s);
+/// saeplug_sae_free(NULL); // no-op
+/// ```
+///
 /// # Safety
 /// `sae` must be NULL or a handle from `saeplug_sae_open` not yet freed.
 #[unsafe(no_mangle)]
@@ -124,6 +146,15 @@ pub unsafe extern "C" fn saeplug_sae_free(sae: *mut saeplug_sae) {
 /// Parameters: `sae` a live handle; `out` receives the description.
 /// Returns: OK or NULL_POINTER. Thread safety: any thread.
 /// Memory: `*out` is filled by value; nothing to free.
+///
+/// Example:
+///
+/// ```c
+/// saeplug_sae_info info;
+/// CHECK(saeplug_sae_get_info(sae, &info));
+/// printf("d_in %zu, d_sae %zu, architecture %u\n", info.d_in, info.d_sae, info.architecture);
+/// assert(info.architecture == SAEPLUG_ARCHITECTURE_STANDARD && info.k == 0);
+/// ```
 ///
 /// # Safety
 /// `sae` must be NULL or a live handle; `out` NULL or writable.
@@ -171,6 +202,14 @@ pub unsafe extern "C" fn saeplug_sae_get_info(
 /// open. Returns OK or FILE_CHANGED (or IO if a file vanished).
 /// Thread safety: any thread.
 /// Memory: nothing allocated.
+///
+/// Example:
+///
+/// ```c
+/// // Before a long run, or after an "SAE file updated" notification:
+/// CHECK(saeplug_sae_check_unchanged(sae));
+/// assert(saeplug_sae_check_unchanged(NULL) == SAEPLUG_STATUS_NULL_POINTER);
+/// ```
 ///
 /// # Safety
 /// `sae` must be NULL or a live handle.

@@ -34,6 +34,24 @@ pub enum saeplug_solver {
 /// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
 ///
+/// Example:
+///
+/// ```c
+/// float x[2 * 64], val[2 * 8], res[2], recon[2 * 64];
+/// size_t offs[3], nnz = 0;
+/// uint32_t idx[2 * 8], iters[2];
+/// for (int i = 0; i < 2 * 64; i++) x[i] = sinf(0.2f * (float)i);
+/// CHECK(saeplug_ctx_solve(ctx, sae, SAEPLUG_SOLVER_OMP, 8, 1, 0.0f, x, 2 * 64, 2,
+///                         offs, idx, val, 2 * 8, &nnz, iters, res));
+/// CHECK(saeplug_ctx_decode_sparse(ctx, sae, offs, idx, val, nnz, 2, recon, 2 * 64));
+/// for (int r = 0; r < 2; r++) {
+///     float e = 0.0f;
+///     assert(offs[r + 1] - offs[r] <= 8 && iters[r] <= 8);
+///     for (int j = 0; j < 64; j++) e += (x[r * 64 + j] - recon[r * 64 + j]) * (x[r * 64 + j] - recon[r * 64 + j]);
+///     assert(fabsf(sqrtf(e) - res[r]) <= 1e-3f * (1.0f + res[r])); // the reported residual
+/// }
+/// ```
+///
 /// # Safety
 /// Handles must be NULL or live; buffers must hold their stated lengths.
 #[unsafe(no_mangle)]

@@ -12,13 +12,16 @@ fn tsan_canary_deliberate_race() {
     unsafe impl Sync for Shared {}
     let mut value = 0u64;
     let p = Shared(&mut value);
+    // Both threads start writing together (the barrier orders nothing after it).
+    let start = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         for _ in 0..2 {
-            let p = &p;
+            let (p, start) = (&p, &start);
             s.spawn(move || {
+                start.wait();
                 for _ in 0..1000 {
                     // SAFETY: not safe: unsynchronised writes from two threads.
-                    unsafe { p.0.write_volatile(p.0.read_volatile() + 1) };
+                    unsafe { *p.0 = std::hint::black_box(*p.0) + 1 };
                 }
             });
         }

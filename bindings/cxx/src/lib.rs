@@ -3,6 +3,7 @@
 //! exceptions (`rust::Error`). Every bridge function calls only non-panicking core
 //! code (errors are values), as cxx aborts on a panic. Link this crate's staticlib
 //! *instead of* saeplug-ffi's, never both.
+#![warn(missing_docs)]
 
 use std::sync::Arc;
 
