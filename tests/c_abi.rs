@@ -2,6 +2,8 @@
 //! the shared library, and runs it plain, under ASan+UBSan, and under valgrind.
 
 mod common;
+#[path = "../ffi/tests/support/header_docs.rs"]
+mod header_docs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,26 +253,9 @@ fn header_compiles_as_c99_and_cpp17_and_twice() {
 #[test]
 fn header_examples_compile_and_run() {
     let header = std::fs::read_to_string(repo_root().join("include/saeplug.h")).unwrap();
+    let functions = header_docs::function_docs(&header);
     let mut examples: Vec<(String, String)> = Vec::new();
-    let mut functions = 0;
-    let mut rest = header.as_str();
-    while let Some(open) = rest.find("/**") {
-        let close = open + rest[open..].find("*/").expect("unterminated comment");
-        let doc = &rest[open..close];
-        let after = &rest[close + 2..];
-        let decl = &after[..after.find([';', '{']).unwrap_or(after.len())];
-        rest = after;
-        let Some(paren) = decl.find('(') else {
-            continue;
-        };
-        let Some(name) = decl[..paren].split_whitespace().last() else {
-            continue;
-        };
-        let name = name.trim_start_matches('*');
-        if !name.starts_with("saeplug_") || decl.contains("typedef") {
-            continue;
-        }
-        functions += 1;
+    for (name, doc) in &functions {
         let body: Vec<&str> = doc
             .lines()
             .map(|l| l.trim_start().trim_start_matches('*'))
@@ -282,7 +267,7 @@ fn header_examples_compile_and_run() {
         assert!(!body.is_empty(), "{name} has no ```c example in the header");
         examples.push((name.to_string(), body.join("\n")));
     }
-    assert!(functions >= 30 && examples.len() == functions);
+    assert!(functions.len() >= 30 && examples.len() == functions.len());
     let mut src = String::from(
         r#"#include <assert.h>
 #include <math.h>
