@@ -3,6 +3,22 @@
 //! exceptions (`rust::Error`). Every bridge function calls only non-panicking core
 //! code (errors are values), as cxx aborts on a panic. Link this crate's staticlib
 //! *instead of* saeplug-ffi's, never both.
+//!
+//! The items are used from C++ (`#include "saeplug-cxx/src/lib.rs.h"`); the
+//! compiled and tested version of this example is `tests/cpp/bridge.cc`, built
+//! with `-Wall -Wextra -Werror` under ASan/UBSan by `tests/c_abi.rs`:
+//!
+//! ```cpp
+//! auto sae = saeplug::open_sae("path/to/sae");          // rust::Box<Sae>, throws rust::Error
+//! auto ctx = saeplug::new_context(0);                   // all cores
+//! std::vector<float> x(n * sae->d_in()), f(n * sae->d_sae());
+//! ctx->encode(*sae, rust::Slice<const float>(x.data(), x.size()),
+//!             rust::Slice<float>(f.data(), f.size()));
+//! auto hook = saeplug::new_hook(*sae, 6);               // layer 6
+//! hook->last_position_only();
+//! hook->clamp(123, 8.0f);                               // throws on feature >= d_sae
+//! ctx->apply(*hook, rust::Slice<float>(x.data(), x.size()), pos0);
+//! ```
 #![warn(missing_docs)]
 
 use std::sync::Arc;
