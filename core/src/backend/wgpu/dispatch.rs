@@ -211,74 +211,53 @@ impl WgpuBackend {
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = xc.len() / d;
         let per = self.rows_per_pass(ds.max(d));
+        // The encoder kernel (f32 or f16 weights), the per-feature buffers it binds
+        // between b_enc and the output, and its flags.
+        let ((k32, k16), extra, flags): ((_, _), Vec<&wgpu::Buffer>, u32) = match sae
+            .config()
+            .architecture
+        {
+            Architecture::Standard => ((&sh::ENCODE_STANDARD, &sh::ENCODE_STANDARD_F16), vec![], 0),
+            Architecture::JumpRelu => (
+                (&sh::ENCODE_JUMPRELU, &sh::ENCODE_JUMPRELU_F16),
+                vec![&g.aux],
+                0,
+            ),
+            Architecture::Gated => (
+                (&sh::ENCODE_GATED, &sh::ENCODE_GATED_F16),
+                vec![&g.aux, &g.aux2],
+                0,
+            ),
+            Architecture::TopK {
+                rescale_by_decoder_norm,
+                ..
+            } => (
+                (&sh::ENCODE_PRE, &sh::ENCODE_PRE_F16),
+                vec![&g.aux],
+                rescale_by_decoder_norm as u32,
+            ),
+        };
+        let kernel = if self.f16 { k16 } else { k32 };
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);
             let xbuf = self.storage(&xc[r0 * d..(r0 + rows) * d], "x");
             let obuf = self.output(rows * ds, "features");
             let mut enc = self.encoder();
             for (c0, cw, wbuf) in &g.enc {
-                let mut p = Params {
+                let p = Params {
                     n_rows: rows as u32,
                     k_dim: d as u32,
                     n_cols: *cw as u32,
                     ld_out: ds as u32,
                     col_offset: *c0 as u32,
                     ld_lhs: d as u32,
+                    flags,
                     ..Default::default()
                 };
-                let groups = self.groups_gemm(rows, *cw)?;
-                match sae.config().architecture {
-                    Architecture::Standard => self.dispatch(
-                        &mut enc,
-                        if self.f16 {
-                            &sh::ENCODE_STANDARD_F16
-                        } else {
-                            &sh::ENCODE_STANDARD
-                        },
-                        &p,
-                        &[&xbuf, wbuf, &g.b_enc, &obuf],
-                        groups,
-                    ),
-                    Architecture::JumpRelu => self.dispatch(
-                        &mut enc,
-                        if self.f16 {
-                            &sh::ENCODE_JUMPRELU_F16
-                        } else {
-                            &sh::ENCODE_JUMPRELU
-                        },
-                        &p,
-                        &[&xbuf, wbuf, &g.b_enc, &g.aux, &obuf],
-                        groups,
-                    ),
-                    Architecture::Gated => self.dispatch(
-                        &mut enc,
-                        if self.f16 {
-                            &sh::ENCODE_GATED_F16
-                        } else {
-                            &sh::ENCODE_GATED
-                        },
-                        &p,
-                        &[&xbuf, wbuf, &g.b_enc, &g.aux, &g.aux2, &obuf],
-                        groups,
-                    ),
-                    Architecture::TopK {
-                        rescale_by_decoder_norm,
-                        ..
-                    } => {
-                        p.flags = rescale_by_decoder_norm as u32;
-                        self.dispatch(
-                            &mut enc,
-                            if self.f16 {
-                                &sh::ENCODE_PRE_F16
-                            } else {
-                                &sh::ENCODE_PRE
-                            },
-                            &p,
-                            &[&xbuf, wbuf, &g.b_enc, &g.aux, &obuf],
-                            groups,
-                        )
-                    }
-                }
+                let mut bufs: Vec<&wgpu::Buffer> = vec![&xbuf, wbuf, &g.b_enc];
+                bufs.extend(&extra);
+                bufs.push(&obuf);
+                self.dispatch(&mut enc, kernel, &p, &bufs, self.groups_gemm(rows, *cw)?);
             }
             if let Architecture::TopK { k, order, .. } = sae.config().architecture {
                 let p = Params {
