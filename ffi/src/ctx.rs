@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use saeplug::{Backend, CpuBackend, SparseCodes, WgpuBackend, WgpuOptions};
+use saeplug::{Backend, CpuBackend, Sae, SparseCodes, WgpuBackend, WgpuOptions};
 
 use crate::error::{FfiError, saeplug_status};
 use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out, write_csr};
@@ -140,6 +140,39 @@ pub unsafe extern "C" fn saeplug_ctx_free(ctx: *mut saeplug_ctx) {
     }));
 }
 
+/// Borrowed arguments of a dense call: context, SAE, input rows, output rows.
+type DenseArgs<'a> = (&'a mut saeplug_ctx, &'a Sae, &'a [f32], &'a mut [f32]);
+
+/// What the dense calls share: borrow the context, the SAE, one input and one
+/// output buffer; check that the SAE's files are unchanged and that both buffers
+/// hold `n_rows` rows of the widths `widths` gives (input, output).
+///
+/// # Safety
+/// Handles NULL or live; `input.0` holds `input.1` floats, `out.0` holds `out.1`.
+unsafe fn dense_args<'a>(
+    ctx: *mut saeplug_ctx,
+    sae: *const saeplug_sae,
+    input: (*const f32, usize, &str),
+    n_rows: usize,
+    out: (*mut f32, usize),
+    widths: impl Fn(&Sae) -> (usize, usize),
+) -> Result<DenseArgs<'a>, FfiError> {
+    // SAFETY: forwarded to the caller (each helper checks NULL and alignment).
+    let (ctx, sae, x, out) = unsafe {
+        (
+            borrow_mut(ctx, "ctx")?,
+            &borrow(sae, "sae")?.sae,
+            slice_in(input.0, input.1, input.2)?,
+            slice_out(out.0, out.1, "out")?,
+        )
+    };
+    sae.check_unchanged()?;
+    let (w_in, w_out) = widths(sae);
+    check_shape(input.2, x.len(), n_rows, w_in)?;
+    check_shape("out", out.len(), n_rows, w_out)?;
+    Ok((ctx, sae, x, out))
+}
+
 /// Dense encode: `out[n_rows, d_sae] = encode(x[n_rows, d_in])`.
 ///
 /// Parameters: `x`/`x_len` input activations row-major (`x_len == n_rows * d_in`);
@@ -173,18 +206,10 @@ pub unsafe extern "C" fn saeplug_ctx_encode(
     out_len: usize,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        // SAFETY: caller contract above.
         let (ctx, sae, x, out) = unsafe {
-            (
-                borrow_mut(ctx, "ctx")?,
-                &borrow(sae, "sae")?.sae,
-                slice_in(x, x_len, "x")?,
-                slice_out(out, out_len, "out")?,
-            )
-        };
-        sae.check_unchanged()?;
-        check_shape("x", x.len(), n_rows, sae.d_in())?;
-        check_shape("out", out.len(), n_rows, sae.d_sae())?;
+            dense_args(ctx, sae, (x, x_len, "x"), n_rows, (out, out_len), |s| (s.d_in(), s.d_sae()))
+        }?;
         ctx.backend.encode(sae, x, out)?;
         Ok(())
     }
@@ -286,18 +311,10 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
     out_len: usize,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        // SAFETY: caller contract above.
         let (ctx, sae, f, out) = unsafe {
-            (
-                borrow_mut(ctx, "ctx")?,
-                &borrow(sae, "sae")?.sae,
-                slice_in(f, f_len, "f")?,
-                slice_out(out, out_len, "out")?,
-            )
-        };
-        sae.check_unchanged()?;
-        check_shape("f", f.len(), n_rows, sae.d_sae())?;
-        check_shape("out", out.len(), n_rows, sae.d_in())?;
+            dense_args(ctx, sae, (f, f_len, "f"), n_rows, (out, out_len), |s| (s.d_sae(), s.d_in()))
+        }?;
         ctx.backend.decode(sae, f, &[], out)?;
         Ok(())
     }
@@ -397,18 +414,10 @@ pub unsafe extern "C" fn saeplug_ctx_reconstruct(
     out_len: usize,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        // SAFETY: caller contract above.
         let (ctx, sae, x, out) = unsafe {
-            (
-                borrow_mut(ctx, "ctx")?,
-                &borrow(sae, "sae")?.sae,
-                slice_in(x, x_len, "x")?,
-                slice_out(out, out_len, "out")?,
-            )
-        };
-        sae.check_unchanged()?;
-        check_shape("x", x.len(), n_rows, sae.d_in())?;
-        check_shape("out", out.len(), n_rows, sae.d_in())?;
+            dense_args(ctx, sae, (x, x_len, "x"), n_rows, (out, out_len), |s| (s.d_in(), s.d_in()))
+        }?;
         let codes = ctx.backend.encode_sparse(sae, x)?;
         ctx.backend.decode_sparse(sae, &codes, out)?;
         Ok(())
