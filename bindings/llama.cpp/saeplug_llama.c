@@ -41,13 +41,13 @@ void saeplug_llama_free(struct saeplug_llama *a) {
 }
 
 int saeplug_llama_add_hook(struct saeplug_llama *a, const saeplug_hook *hook) {
-    if (a->n_hooks >= MAX_HOOKS) return -1;
+    if (!a || !hook || a->n_hooks >= MAX_HOOKS) return -1;
     a->hooks[a->n_hooks++] = hook;
     return 0;
 }
 
 int saeplug_llama_add_recorder(struct saeplug_llama *a, saeplug_recorder *rec, int layer) {
-    if (a->n_recs >= MAX_HOOKS) return -1;
+    if (!a || !rec || a->n_recs >= MAX_HOOKS) return -1;
     a->recs[a->n_recs] = rec;
     a->rec_layer[a->n_recs++] = layer;
     return 0;

@@ -25,19 +25,31 @@
 struct ggml_tensor;
 struct saeplug_llama;
 
+/* A new adapter computing with `ctx` (borrowed: it must outlive the adapter).
+ * Returns NULL when out of memory. Free with saeplug_llama_free. */
 struct saeplug_llama *saeplug_llama_new(saeplug_ctx *ctx);
+/* Free the adapter (NULL is a no-op); hooks, recorders and the context stay the
+ * caller's. Call it after the llama_context that uses the callback is freed. */
 void saeplug_llama_free(struct saeplug_llama *a);
-/* Returns 0 on success, -1 when the table of hooks is full (64). */
+/* Apply `hook` (borrowed, configured; it names its own layer) at every decode.
+ * Returns 0 on success, -1 when the table of hooks is full (64) or an argument is NULL. */
 int saeplug_llama_add_hook(struct saeplug_llama *a, const saeplug_hook *hook);
+/* Record the features of l_out-<layer> into `rec` (borrowed) at every decode,
+ * after the hooks of that layer. Returns 0, or -1 when full (64) or NULL. */
 int saeplug_llama_add_recorder(struct saeplug_llama *a, saeplug_recorder *rec, int layer);
-/* Append the raw f32 rows of l_out-<layer> to `f` (after any edits). */
+/* Append the raw f32 rows of l_out-<layer> to `f` (borrowed; after any edits).
+ * NULL `f` stops capturing. */
 void saeplug_llama_set_capture(struct saeplug_llama *a, FILE *f, int layer);
-/* Absolute position of the first token of the next batch, and its size. */
+/* Absolute position of the first token of the next batch, and its size: call it
+ * before every llama_decode, so that hook positions and recorder positions are
+ * the sequence's. */
 void saeplug_llama_set_batch(struct saeplug_llama *a, int pos0, int n_tokens);
 /* First saeplug status that failed inside the callback (SAEPLUG_STATUS_OK if none);
- * the message is in saeplug_last_error_message() of the decoding thread. */
+ * the message is in saeplug_last_error_message() of the decoding thread; decoding
+ * goes on. */
 saeplug_status saeplug_llama_status(const struct saeplug_llama *a);
-/* The ggml_backend_sched_eval_callback to put in llama_context_params.cb_eval. */
+/* The ggml_backend_sched_eval_callback to put in llama_context_params.cb_eval,
+ * with the adapter as cb_eval_user_data. Runs on the decoding thread. */
 bool saeplug_llama_cb_eval(struct ggml_tensor *t, bool ask, void *user_data);
 
 #endif
