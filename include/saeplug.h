@@ -14,6 +14,13 @@
  *  - No Rust panic crosses this boundary: it becomes SAEPLUG_STATUS_PANIC.
  *  - A saeplug_sae is immutable after open and may be shared by any number of
  *    threads; a saeplug_ctx must be used by one thread at a time.
+ *
+ * Examples: every function below has one. They are compiled and run by the test
+ * suite (tests/c_abi.rs, under ASan/UBSan) with these names in scope: `sae`, an
+ * open SAELens SAE with d_in 64 and d_sae 256; `ctx`, a CPU context; `sae_dir`,
+ * the SAE's folder; `tmp_dir`, a writable folder; and CHECK(call), which prints
+ * saeplug_last_error_message() and exits unless the call returns
+ * SAEPLUG_STATUS_OK. Headers: assert.h, math.h, stdio.h, stdlib.h, string.h.
  */
 
 #ifndef SAEPLUG_H
