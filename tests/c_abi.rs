@@ -52,6 +52,7 @@ fn fixture_args(case: &str, out: &Path) -> Vec<String> {
 }
 
 const WARN: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+const WARN_CXX: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 
 fn compile(out: &Path, name: &str, extra: &[&str], libs: &[String]) -> PathBuf {
     let exe = out.join(name);
@@ -145,14 +146,8 @@ fn cpp_wrapper_consumer_with_sanitizers() {
     let exe = out.join("basic_cpp");
     run_ok(
         Command::new("g++")
-            .args([
-                "-std=c++17",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-g",
-            ])
+            .args(WARN_CXX)
+            .arg("-g")
             .args([
                 "-fsanitize=address,undefined",
                 "-fno-omit-frame-pointer",
@@ -233,14 +228,8 @@ fn header_compiles_as_c99_and_cpp17_and_twice() {
     std::fs::copy(&src, &cpp).unwrap();
     run_ok(
         Command::new("g++")
-            .args([
-                "-std=c++17",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-fsyntax-only",
-            ])
+            .args(WARN_CXX)
+            .arg("-fsyntax-only")
             .arg(&inc)
             .arg(&cpp),
     );

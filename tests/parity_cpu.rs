@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use saeplug::synthetic::{Rng, random_sae, sparse_data};
 use saeplug::weights::Tensor;
-use saeplug::{Architecture, Backend, CpuBackend, Sae, SaeWeights, TopKOrder};
+use saeplug::{Architecture, Backend, CpuBackend, Sae, TopKOrder};
 
 fn archs() -> Vec<Architecture> {
     let topk = |order| Architecture::TopK {
@@ -42,19 +42,11 @@ fn transposed(sae: &Sae) -> Sae {
             t[i * d + j] = src[j * n + i];
         }
     }
-    let own =
-        |x: &Tensor| Tensor::owned(x.name(), x.shape().to_vec(), x.as_slice().to_vec()).unwrap();
-    let weights = SaeWeights {
-        w_enc: Tensor::owned("encoder.weight", vec![n, d], t).unwrap(),
-        w_enc_transposed: true,
-        b_enc: own(&w.b_enc),
-        w_dec: own(&w.w_dec),
-        b_dec: own(&w.b_dec),
-        threshold: w.threshold.as_ref().map(own),
-        r_mag: w.r_mag.as_ref().map(own),
-        b_mag: w.b_mag.as_ref().map(own),
-    };
-    Sae::from_parts(sae.config().clone(), weights).unwrap()
+    with_encoder(
+        sae,
+        Tensor::owned("encoder.weight", vec![n, d], t).unwrap(),
+        true,
+    )
 }
 
 #[test]

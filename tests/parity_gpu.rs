@@ -295,7 +295,6 @@ fn gpu_ito_matches_cpu() {
 
 #[test]
 fn gpu_f16_weights_match_cpu_on_f16_representable_weights() {
-    use saeplug::SaeWeights;
     use saeplug::weights::Tensor;
     let Some(gpu) = gpu_or_fail(WgpuOptions {
         max_chunk_bytes: Some(16384),
@@ -310,29 +309,17 @@ fn gpu_f16_weights_match_cpu_on_f16_representable_weights() {
         let base = random_sae(37, 333, arch, 5).unwrap();
         // Round W_enc to f16 so the only GPU/CPU difference is summation order.
         let w = base.weights();
-        let own = |t: &Tensor| {
-            Tensor::owned(t.name(), t.shape().to_vec(), t.as_slice().to_vec()).unwrap()
-        };
         let rounded: Vec<f32> = w
             .w_enc
             .as_slice()
             .iter()
             .map(|v| half::f16::from_f32(*v).to_f32())
             .collect();
-        let sae = Sae::from_parts(
-            base.config().clone(),
-            SaeWeights {
-                w_enc: Tensor::owned("W_enc", w.w_enc.shape().to_vec(), rounded).unwrap(),
-                w_enc_transposed: false,
-                b_enc: own(&w.b_enc),
-                w_dec: own(&w.w_dec),
-                b_dec: own(&w.b_dec),
-                threshold: w.threshold.as_ref().map(own),
-                r_mag: w.r_mag.as_ref().map(own),
-                b_mag: w.b_mag.as_ref().map(own),
-            },
-        )
-        .unwrap();
+        let sae = with_encoder(
+            &base,
+            Tensor::owned("W_enc", w.w_enc.shape().to_vec(), rounded).unwrap(),
+            false,
+        );
         let x = inputs(&sae, 9, 4);
         let mut fc = vec![0.0; 9 * 333];
         let mut fg = vec![0.0; 9 * 333];

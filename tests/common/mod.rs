@@ -131,3 +131,27 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     assert!(o.status.success(), "{cmd:?} failed ({}):\n{out}", o.status);
     out
 }
+
+/// A copy of `sae` (owned tensors) whose encoder is replaced by `w_enc`, stored
+/// `[d_sae, d_in]` when `transposed`, else `[d_in, d_sae]`.
+pub fn with_encoder(
+    sae: &saeplug::Sae,
+    w_enc: saeplug::weights::Tensor,
+    transposed: bool,
+) -> saeplug::Sae {
+    use saeplug::weights::Tensor;
+    let w = sae.weights();
+    let own =
+        |t: &Tensor| Tensor::owned(t.name(), t.shape().to_vec(), t.as_slice().to_vec()).unwrap();
+    let weights = saeplug::SaeWeights {
+        w_enc,
+        w_enc_transposed: transposed,
+        b_enc: own(&w.b_enc),
+        w_dec: own(&w.w_dec),
+        b_dec: own(&w.b_dec),
+        threshold: w.threshold.as_ref().map(own),
+        r_mag: w.r_mag.as_ref().map(own),
+        b_mag: w.b_mag.as_ref().map(own),
+    };
+    saeplug::Sae::from_parts(sae.config().clone(), weights).unwrap()
+}
