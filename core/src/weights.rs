@@ -868,12 +868,12 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
 /// # Ok(()) }
 /// ```
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    write_atomic(path, &npy_bytes(shape, data, 0)?)
+    write_atomic(path, &npy_bytes(shape, data)?)
 }
 
 /// The bytes of a `.npy` file holding `data`; the header is padded so the data
-/// starts 64-byte aligned when the file itself starts at `base` (mod 64).
-pub(crate) fn npy_bytes(shape: &[usize], data: &[f32], base: usize) -> Result<Vec<u8>> {
+/// starts at a multiple of 64 bytes into the file.
+pub(crate) fn npy_bytes(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     let numel = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -890,7 +890,7 @@ pub(crate) fn npy_bytes(shape: &[usize], data: &[f32], base: usize) -> Result<Ve
         _ => format!("({})", dims.join(", ")),
     };
     let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
-    while !(base + 10 + h.len() + 1).is_multiple_of(64) {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -233,6 +233,12 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()>
             return Err(Error::invalid(format!("bad npz array name '{name}'")));
         }
         let member = format!("{name}.npy");
+        let name_len = u16::try_from(member.len()).map_err(|_| {
+            Error::invalid(format!(
+                "npz array name of {} bytes is too long",
+                name.len()
+            ))
+        })?;
         let local = out.len();
         // Pad with an extra field (id 0xD935, as zipalign does) so the member's
         // .npy starts 64-byte aligned; its header keeps the data aligned.
@@ -241,7 +247,7 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()>
         if (1..4).contains(&pad) {
             pad += 64;
         }
-        let npy = npy_bytes(shape, data, 0)?;
+        let npy = npy_bytes(shape, data)?;
         let (crc, size, off) = (crc32(&npy), u32_of(npy.len())?, u32_of(local)?);
         let head = |sig: u32, v: &mut Vec<u8>, central: bool| {
             v.extend_from_slice(&sig.to_le_bytes());
@@ -256,7 +262,7 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()>
             v.extend_from_slice(&crc.to_le_bytes());
             v.extend_from_slice(&size.to_le_bytes());
             v.extend_from_slice(&size.to_le_bytes());
-            v.extend_from_slice(&(member.len() as u16).to_le_bytes());
+            v.extend_from_slice(&name_len.to_le_bytes());
         };
         head(0x0403_4b50, &mut out, false);
         out.extend_from_slice(&(pad as u16).to_le_bytes());
