@@ -30,16 +30,6 @@
 #include <stdint.h>
 
 /**
- * ABI major version: hosts must refuse a library whose major differs.
- */
-#define SAEPLUG_ABI_VERSION_MAJOR 0
-
-/**
- * ABI minor version: additions only.
- */
-#define SAEPLUG_ABI_VERSION_MINOR 1
-
-/**
  * Result of every fallible call. Values are stable: never renumbered.
  */
 enum saeplug_status
@@ -133,7 +123,8 @@ enum saeplug_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * A hardware GPU (discrete, integrated or virtual) when one exists, else the CPU.
+   * A hardware GPU (discrete, integrated or virtual) when one exists and the
+   * library was built with GPU support, else the CPU.
    */
   SAEPLUG_BACKEND_AUTO = 0,
   /**
@@ -142,7 +133,8 @@ enum saeplug_backend
   SAEPLUG_BACKEND_CPU = 1,
   /**
    * GPU through wgpu/Vulkan (any adapter, including Mesa's software lavapipe);
-   * `$SAEPLUG_ADAPTER` selects an adapter by name.
+   * `$SAEPLUG_ADAPTER` selects an adapter by name. A library built without
+   * its `gpu` feature returns SAEPLUG_STATUS_UNSUPPORTED for it.
    */
   SAEPLUG_BACKEND_GPU = 2,
 };
@@ -217,7 +209,41 @@ typedef uint32_t saeplug_normalization;
 #endif // __cplusplus
 
 /**
- * Solver codes for `saeplug_ctx_solve`.
+ * Top-k order codes reported by `saeplug_sae_get_info` (`topk_order`; 0 for
+ * SAEs that are not top-k).
+ */
+enum saeplug_topk_order
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Top-k, then ReLU (SAELens).
+   */
+  SAEPLUG_TOPK_ORDER_TOPK_THEN_RELU = 0,
+  /**
+   * ReLU, then top-k (sparsify).
+   */
+  SAEPLUG_TOPK_ORDER_RELU_THEN_TOPK = 1,
+  /**
+   * Top-k by absolute value, signs kept.
+   */
+  SAEPLUG_TOPK_ORDER_SIGNED = 2,
+  /**
+   * The maximum of each of k groups.
+   */
+  SAEPLUG_TOPK_ORDER_GROUPMAX = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_topk_order saeplug_topk_order;
+#else
+typedef uint32_t saeplug_topk_order;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Solver codes for `saeplug_ctx_solve` and `saeplug_hook_set_solver`.
  */
 enum saeplug_solver
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -229,7 +255,8 @@ enum saeplug_solver
    */
   SAEPLUG_SOLVER_MP = 0,
   /**
-   * Orthogonal matching pursuit.
+   * Orthogonal matching pursuit (per-row Cholesky refits: on the CPU, also
+   * on a GPU context).
    */
   SAEPLUG_SOLVER_OMP = 1,
   /**
@@ -244,6 +271,112 @@ typedef enum saeplug_solver saeplug_solver;
 typedef uint32_t saeplug_solver;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+/**
+ * Edit kinds for `saeplug_hook_add_edit`.
+ */
+enum saeplug_edit_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Add `value * d_feature` (the feature's decoder row).
+   */
+  SAEPLUG_EDIT_KIND_ADD = 0,
+  /**
+   * Clamp the feature's activation to `value`.
+   */
+  SAEPLUG_EDIT_KIND_CLAMP = 1,
+  /**
+   * Set the feature's activation to 0 (`value` ignored).
+   */
+  SAEPLUG_EDIT_KIND_ABLATE = 2,
+  /**
+   * Multiply the feature's activation by `value`.
+   */
+  SAEPLUG_EDIT_KIND_SCALE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_edit_kind saeplug_edit_kind;
+#else
+typedef uint32_t saeplug_edit_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Position modes for `saeplug_hook_set_positions`.
+ */
+enum saeplug_positions
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every position (`a`, `b` ignored).
+   */
+  SAEPLUG_POSITIONS_ALL = 0,
+  /**
+   * Positions `0 .. a` (`b` ignored).
+   */
+  SAEPLUG_POSITIONS_FIRST = 1,
+  /**
+   * The last row of each batch (`a`, `b` ignored).
+   */
+  SAEPLUG_POSITIONS_LAST = 2,
+  /**
+   * Add the range `[a, b)`; ranges accumulate.
+   */
+  SAEPLUG_POSITIONS_RANGE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_positions saeplug_positions;
+#else
+typedef uint32_t saeplug_positions;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Reconstruction modes for `saeplug_hook_set_replace`.
+ */
+enum saeplug_replace
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Edits only: `x + (f' - f) W_dec`.
+   */
+  SAEPLUG_REPLACE_NONE = 0,
+  /**
+   * The SAE's reconstruction with the error term kept, then the edits.
+   */
+  SAEPLUG_REPLACE_WITH_ERROR = 1,
+  /**
+   * The reconstruction of the edited row only (the error term dropped).
+   */
+  SAEPLUG_REPLACE_RECONSTRUCTION_ONLY = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_replace saeplug_replace;
+#else
+typedef uint32_t saeplug_replace;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+
+/**
+ * ABI major version: hosts must refuse a library whose major differs.
+ */
+#define SAEPLUG_ABI_VERSION_MAJOR 0
+
+/**
+ * ABI minor version: additions only.
+ */
+#define SAEPLUG_ABI_VERSION_MINOR 1
 
 /**
  * A compute context: a backend and its workspaces. Owned by the caller of
@@ -306,8 +439,7 @@ typedef struct {
    */
   uint32_t zero_copy;
   /**
-   * Top-k order: 0 top-k then ReLU (SAELens), 1 ReLU then top-k (sparsify),
-   * 2 signed, 3 groupmax.
+   * A `saeplug_topk_order` value (0 for SAEs that are not top-k).
    */
   uint32_t topk_order;
 } saeplug_sae_info;
@@ -335,10 +467,14 @@ uint32_t saeplug_abi_version(void);
  * Create a context.
  *
  * Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
- * the CPU backend (0 = all cores); `out` receives the handle.
- * Returns: OK; INVALID_ARGUMENT for an unknown backend; BACKEND when the GPU
- * backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
- * `saeplug_ctx_free`. Thread safety: any thread.
+ * the CPU backend, and for the CPU parts of a GPU context (0 = all cores, at
+ * most 1024); `out` receives the handle.
+ * Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 1024
+ * threads; UNSUPPORTED for SAEPLUG_BACKEND_GPU in a library built without GPU
+ * support (AUTO then gives a CPU context); BACKEND when the GPU backend was asked
+ * for and no adapter could be opened. Memory: on success `*out` owns a new
+ * handle, freed with `saeplug_ctx_free`; on failure `*out` is untouched.
+ * Thread safety: any thread.
  *
  * Example:
  *
@@ -347,15 +483,16 @@ uint32_t saeplug_abi_version(void);
  * CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 2, &cpu)); // 2 worker threads
  * assert(strcmp(saeplug_ctx_backend_name(cpu), "cpu") == 0);
  * saeplug_ctx_free(cpu);
- * assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * cpu = NULL;
+ * assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT); // no such backend
+ * assert(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 1u << 30, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * assert(cpu == NULL);
  * ```
  *
  * # Safety
  * `out` must be NULL or writable.
  */
-saeplug_status saeplug_ctx_new(uint32_t backend,
-                               uint32_t threads,
-                               saeplug_ctx **out);
+saeplug_status saeplug_ctx_new(uint32_t backend, uint32_t threads, saeplug_ctx **out);
 
 /**
  * Name of the context's backend ("cpu" or "wgpu"): a static string, never NULL
@@ -401,7 +538,9 @@ void saeplug_ctx_free(saeplug_ctx *ctx);
  * Parameters: `x`/`x_len` input activations row-major (`x_len == n_rows * d_in`);
  * `out`/`out_len` output features (`out_len == n_rows * d_sae`).
  * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths), MISALIGNED, NON_FINITE
- * (NaN/inf in `x`). On failure `out` may have been partly written.
+ * (NaN/inf in `x`);
+ * INVALID_ARGUMENT when `x` and `out` overlap. On failure `out` is untouched (the
+ * result is computed into scratch memory first, on every backend).
  * Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
  * at a time; `sae` may be shared.
  *
@@ -569,6 +708,42 @@ saeplug_status saeplug_ctx_reconstruct(saeplug_ctx *ctx,
                                        size_t out_len);
 
 /**
+ * Write a llama.cpp control-vector GGUF: `n_layers` directions of `n_embd`
+ * floats (`data` is `[n_layers, n_embd]`), `layers[k] >= 1` the block whose
+ * output direction k steers (llama.cpp `direction.N`).
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_UTF8 (paths); INVALID_ARGUMENT
+ * (empty, layer 0 or above INT32_MAX, duplicate layers, non-finite values); IO.
+ * Memory: inputs are read, not retained; the file is written atomically.
+ * Thread safety: any thread (distinct paths).
+ *
+ * Example:
+ *
+ * ```c
+ * // "4 x feature 3" as a llama.cpp control vector on block 6's output:
+ * //   llama-cli -m model.gguf --control-vector steer.gguf
+ * float dir[64];
+ * uint32_t layer = 6;
+ * char path[4096];
+ * snprintf(path, sizeof path, "%s/steer.gguf", tmp_dir);
+ * CHECK(saeplug_sae_decoder_row(sae, 3, dir, 64));
+ * for (int j = 0; j < 64; j++) dir[j] *= 4.0f;
+ * CHECK(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64));
+ * layer = 0; // llama.cpp has no direction.0
+ * assert(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
+ * # Safety
+ * `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`
+ * `n_layers * n_embd` values.
+ */
+saeplug_status saeplug_export_cvec(const char *path,
+                                   const char *model_hint,
+                                   const uint32_t *layers,
+                                   size_t n_layers,
+                                   const float *data,
+                                   size_t n_embd);
+
+/**
  * Length in bytes of this thread's last error message, including the
  * terminating NUL; 0 when no call on this thread has failed.
  *
@@ -635,7 +810,8 @@ const char *saeplug_status_str(uint32_t status);
  * Create a hook on `layer` with no edits, on all positions.
  *
  * Memory: on success `*out` owns a new hook (free with `saeplug_hook_free`).
- * Returns: OK; NULL_POINTER. The hook holds its own reference to the SAE, so
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT for a layer above INT32_MAX (a
+ * negative `int` converted). The hook holds its own reference to the SAE, so
  * `sae` may be freed before the hook.
  * Thread safety: any thread; `sae` may be shared.
  *
@@ -647,6 +823,7 @@ const char *saeplug_status_str(uint32_t status);
  * assert(saeplug_hook_layer(hook) == 6);
  * saeplug_hook_free(hook);
  * assert(saeplug_hook_new(NULL, 6, &hook) == SAEPLUG_STATUS_NULL_POINTER);
+ * assert(saeplug_hook_new(sae, (uint32_t)-1, &hook) == SAEPLUG_STATUS_INVALID_ARGUMENT);
  * ```
  *
  * # Safety
@@ -699,9 +876,11 @@ void saeplug_hook_free(saeplug_hook *hook);
 uint32_t saeplug_hook_layer(const saeplug_hook *hook);
 
 /**
- * Choose positions: `kind` 0 all, 1 the first `a` positions, 2 the last row of
- * each batch, 3 add the range `[a, b)` (ranges accumulate). Returns
- * INVALID_ARGUMENT for other kinds or an empty range.
+ * Choose positions: `kind` a `saeplug_positions` value: ALL, FIRST (the first `a`
+ * positions), LAST (the last row of each batch) or RANGE (add the range `[a, b)`;
+ * ranges accumulate).
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT for an unknown kind or an empty
+ * range (the hook is unchanged).
  * Memory: the hook copies what it needs.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
  *
@@ -712,23 +891,27 @@ uint32_t saeplug_hook_layer(const saeplug_hook *hook);
  * float v[64], x[10 * 64] = {0};
  * for (int j = 0; j < 64; j++) v[j] = 1.0f;
  * CHECK(saeplug_hook_new(sae, 0, &hook));
- * CHECK(saeplug_hook_set_positions(hook, 3, 4, 8)); // positions 4, 5, 6, 7
+ * CHECK(saeplug_hook_set_positions(hook, SAEPLUG_POSITIONS_RANGE, 4, 8)); // positions 4, 5, 6, 7
  * CHECK(saeplug_hook_add_vector(hook, v, 64, 0.5f));
  * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 10 * 64, 10, 0));
  * for (int r = 0; r < 10; r++) assert(x[r * 64] == ((r >= 4 && r < 8) ? 0.5f : 0.0f));
- * assert(saeplug_hook_set_positions(hook, 3, 5, 5) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * assert(saeplug_hook_set_positions(hook, SAEPLUG_POSITIONS_RANGE, 5, 5) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * assert(saeplug_hook_set_positions(hook, 4, 0, 1) == SAEPLUG_STATUS_INVALID_ARGUMENT); // no such kind
  * saeplug_hook_free(hook);
  * ```
  *
  * # Safety
  * `hook` NULL or live, not used concurrently.
  */
-saeplug_status saeplug_hook_set_positions(saeplug_hook *hook, uint32_t kind, size_t a, size_t b);
+saeplug_status saeplug_hook_set_positions(saeplug_hook *hook,
+                                          uint32_t kind,
+                                          size_t a,
+                                          size_t b);
 
 /**
- * Add a feature edit: `kind` 0 add `value * d_feature`, 1 clamp to `value`,
- * 2 ablate (value ignored), 3 scale by `value`. The feature index and value are
- * checked against the SAE (INVALID_ARGUMENT).
+ * Add a feature edit: `kind` a `saeplug_edit_kind` value: ADD `value * d_feature`,
+ * CLAMP to `value`, ABLATE (value ignored), SCALE by `value`. The feature index
+ * and value are checked against the SAE (INVALID_ARGUMENT).
  * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown kind, feature >= d_sae,
  * non-finite value). Memory: the hook stores the edit.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
@@ -743,12 +926,13 @@ saeplug_status saeplug_hook_set_positions(saeplug_hook *hook, uint32_t kind, siz
  * CHECK(saeplug_ctx_encode(ctx, sae, x, 64, 1, f, 256));
  * for (uint32_t i = 1; i < 256; i++) if (f[i] > f[best]) best = i;
  * CHECK(saeplug_hook_new(sae, 0, &hook));
- * CHECK(saeplug_hook_add_edit(hook, 1, best, 2.0f * f[best])); // clamp to twice its value
+ * CHECK(saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_CLAMP, best, 2.0f * f[best])); // twice its value
  * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
  * // Error-preserving: x moved by (target - f) along the feature's decoder row.
  * CHECK(saeplug_sae_decoder_row(sae, best, d, 64));
  * for (int j = 0; j < 64; j++) assert(fabsf(x[j] - (before[j] + f[best] * d[j])) < 1e-4f);
- * assert(saeplug_hook_add_edit(hook, 1, 256, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * assert(saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_CLAMP, 256, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * assert(saeplug_hook_add_edit(hook, 9, 0, 1.0f) == SAEPLUG_STATUS_INVALID_ARGUMENT); // no such kind
  * saeplug_hook_free(hook);
  * ```
  *
@@ -786,8 +970,9 @@ saeplug_status saeplug_hook_add_edit(saeplug_hook *hook,
 saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_t len, float coef);
 
 /**
- * Reconstruction mode: 0 none (edits only), 1 reconstruction with the error term
- * kept, 2 reconstruction only (error dropped).
+ * Reconstruction mode: `mode` a `saeplug_replace` value: NONE (edits only),
+ * WITH_ERROR (reconstruction with the error term kept), RECONSTRUCTION_ONLY
+ * (the error term dropped).
  * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown mode).
  * Memory: nothing allocated.
  * Thread safety: configuration call: no other call may use `hook` meanwhile.
@@ -799,7 +984,7 @@ saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_
  * float x[64], y[64], recon[64];
  * for (int j = 0; j < 64; j++) x[j] = y[j] = sinf(0.3f * (float)j);
  * CHECK(saeplug_hook_new(sae, 0, &hook));
- * CHECK(saeplug_hook_set_replace(hook, 2)); // the SAE's reconstruction replaces x
+ * CHECK(saeplug_hook_set_replace(hook, SAEPLUG_REPLACE_RECONSTRUCTION_ONLY)); // x becomes its reconstruction
  * CHECK(saeplug_ctx_hook_apply(ctx, hook, y, 64, 1, 0));
  * CHECK(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, recon, 64));
  * for (int j = 0; j < 64; j++) assert(fabsf(y[j] - recon[j]) < 1e-4f);
@@ -810,7 +995,8 @@ saeplug_status saeplug_hook_add_vector(saeplug_hook *hook, const float *v, size_
  * # Safety
  * `hook` NULL or live.
  */
-saeplug_status saeplug_hook_set_replace(saeplug_hook *hook, uint32_t mode);
+saeplug_status saeplug_hook_set_replace(saeplug_hook *hook,
+                                        uint32_t mode);
 
 /**
  * Read current activations for clamp/ablate/scale from an ITO solver
@@ -827,10 +1013,10 @@ saeplug_status saeplug_hook_set_replace(saeplug_hook *hook, uint32_t mode);
  * for (int j = 0; j < 64; j++) x[j] = sinf((float)j);
  * CHECK(saeplug_hook_new(sae, 0, &hook));
  * CHECK(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 16)); // activations from 16-sparse GP
- * CHECK(saeplug_hook_add_edit(hook, 2, 5, 0.0f));              // ablate feature 5
+ * CHECK(saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_ABLATE, 5, 0.0f)); // ablate feature 5
  * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 64, 1, 0));
  * assert(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, 257) == SAEPLUG_STATUS_INVALID_ARGUMENT);
- * CHECK(saeplug_hook_set_solver(hook, 0, 0)); // back to the encoder
+ * CHECK(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_MP, 0)); // k_max 0: back to the encoder
  * saeplug_hook_free(hook);
  * ```
  *
@@ -841,10 +1027,12 @@ saeplug_status saeplug_hook_set_solver(saeplug_hook *hook, uint32_t solver, uint
 
 /**
  * Apply the hook in place to `x` (`[n_rows, d_in]`, `x_len == n_rows * d_in`) whose
- * first row is at absolute position `pos0`. On error `x` is unchanged unless the
- * error came from the backend mid-way (BACKEND).
- * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
- * FILE_CHANGED; BACKEND. Memory: nothing retained after the call.
+ * first row is at absolute position `pos0`, on the context's backend and threads
+ * (activations read from a solver, `saeplug_hook_set_solver`, included). On
+ * any error `x` is left as it was.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths, `pos0 +
+ * n_rows` overflowing size_t); NON_FINITE (NaN/inf in `x`, or a result that
+ * overflows); FILE_CHANGED; BACKEND. Memory: nothing retained after the call.
  * Thread safety: `ctx` by one thread at a time; a configured `hook` is only read,
  * so one hook may be applied from many threads at once (each with its own context).
  *
@@ -855,8 +1043,8 @@ saeplug_status saeplug_hook_set_solver(saeplug_hook *hook, uint32_t solver, uint
  * saeplug_hook *hook = NULL;
  * float x[3 * 64] = {0}, d3[64];
  * CHECK(saeplug_hook_new(sae, 6, &hook));
- * CHECK(saeplug_hook_set_positions(hook, 2, 0, 0)); // the last token of each batch
- * CHECK(saeplug_hook_add_edit(hook, 0, 3, 8.0f));   // add 8 * d_3
+ * CHECK(saeplug_hook_set_positions(hook, SAEPLUG_POSITIONS_LAST, 0, 0)); // the last token of each batch
+ * CHECK(saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_ADD, 3, 8.0f));     // add 8 * d_3
  * CHECK(saeplug_ctx_hook_apply(ctx, hook, x, 3 * 64, 3, 17));
  * CHECK(saeplug_sae_decoder_row(sae, 3, d3, 64));
  * for (int j = 0; j < 64; j++) assert(x[j] == 0.0f && fabsf(x[2 * 64 + j] - 8.0f * d3[j]) < 1e-5f);
@@ -918,8 +1106,10 @@ void saeplug_recorder_free(saeplug_recorder *rec);
 /**
  * Encode `x` (`[n_rows, d_in]`, first row at position `pos0`) and add it to the
  * statistics.
- * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths); NON_FINITE;
- * FILE_CHANGED. Memory: the recorder keeps counts, sums and its top positions;
+ * Runs on the context's backend.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths, `pos0 +
+ * n_rows` overflowing size_t); NON_FINITE; FILE_CHANGED (the recorder is then
+ * unchanged). Memory: the recorder keeps counts, sums and its top positions;
  * `x` is not retained.
  * Thread safety: `ctx` and `rec` each by one thread at a time.
  *
@@ -954,7 +1144,8 @@ saeplug_status saeplug_ctx_record(saeplug_ctx *ctx,
 /**
  * Statistics of one feature: times fired, mean activation over all recorded
  * tokens, and the strongest recorded activation (0 if it never fired).
- * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (feature >= d_sae).
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (feature >= d_sae; outputs that
+ * overlap). On failure no output is written.
  * Memory: nothing allocated.
  * Thread safety: `rec` may be read from several threads while none records into it.
  *
@@ -1013,65 +1204,6 @@ saeplug_status saeplug_recorder_feature(const saeplug_recorder *rec,
  * `rec` NULL or live; `path` NULL or NUL-terminated.
  */
 saeplug_status saeplug_recorder_write_json(const saeplug_recorder *rec, const char *path);
-
-/**
- * Copy decoder row `feature` (`d_in` floats) into `out`.
- * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
- * `len != d_in`). Memory: copies; nothing retained. Thread safety: any thread.
- *
- * Example:
- *
- * ```c
- * float d[64], norm = 0.0f;
- * CHECK(saeplug_sae_decoder_row(sae, 42, d, 64)); // feature 42's direction
- * for (int j = 0; j < 64; j++) norm += d[j] * d[j];
- * assert(norm > 0.0f);
- * assert(saeplug_sae_decoder_row(sae, 256, d, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
- * ```
- *
- * # Safety
- * `sae` NULL or live; `out` holds `len` floats.
- */
-saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
-                                       uint32_t feature,
-                                       float *out,
-                                       size_t len);
-
-/**
- * Write a llama.cpp control-vector GGUF: `n_layers` directions of `n_embd`
- * floats (`data` is `[n_layers, n_embd]`), `layers[k] >= 1` the block whose
- * output direction k steers (llama.cpp `direction.N`).
- * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_UTF8 (paths); INVALID_ARGUMENT
- * (empty, layer 0, duplicate layers, non-finite values); IO.
- * Memory: inputs are read, not retained; the file is written atomically.
- * Thread safety: any thread (distinct paths).
- *
- * Example:
- *
- * ```c
- * // "4 x feature 3" as a llama.cpp control vector on block 6's output:
- * //   llama-cli -m model.gguf --control-vector steer.gguf
- * float dir[64];
- * uint32_t layer = 6;
- * char path[4096];
- * snprintf(path, sizeof path, "%s/steer.gguf", tmp_dir);
- * CHECK(saeplug_sae_decoder_row(sae, 3, dir, 64));
- * for (int j = 0; j < 64; j++) dir[j] *= 4.0f;
- * CHECK(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64));
- * layer = 0; // llama.cpp has no direction.0
- * assert(saeplug_export_cvec(path, "llama", &layer, 1, dir, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
- * ```
- *
- * # Safety
- * `path`, `model_hint` NUL-terminated; `layers` holds `n_layers`, `data`
- * `n_layers * n_embd` values.
- */
-saeplug_status saeplug_export_cvec(const char *path,
-                                   const char *model_hint,
-                                   const uint32_t *layers,
-                                   size_t n_layers,
-                                   const float *data,
-                                   size_t n_embd);
 
 /**
  * Open an SAE: a SAELens folder, Gemma Scope 1 `params.npz`, Gemma Scope 2 folder
@@ -1169,6 +1301,30 @@ saeplug_status saeplug_sae_get_info(const saeplug_sae *sae, saeplug_sae_info *ou
 saeplug_status saeplug_sae_check_unchanged(const saeplug_sae *sae);
 
 /**
+ * Copy decoder row `feature` (`d_in` floats) into `out`.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
+ * `len != d_in`); FILE_CHANGED. On failure `out` is untouched.
+ * Memory: copies; nothing retained. Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * float d[64], norm = 0.0f;
+ * CHECK(saeplug_sae_decoder_row(sae, 42, d, 64)); // feature 42's direction
+ * for (int j = 0; j < 64; j++) norm += d[j] * d[j];
+ * assert(norm > 0.0f);
+ * assert(saeplug_sae_decoder_row(sae, 256, d, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
+ * # Safety
+ * `sae` NULL or live; `out` holds `len` floats.
+ */
+saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
+                                       uint32_t feature,
+                                       float *out,
+                                       size_t len);
+
+/**
  * Inference-time optimisation: sparse-code each row of `x` on the SAE's decoder
  * (min ||x - b_dec - a W_dec||, ||a||_0 <= k_max, a >= 0 when `nonnegative`),
  * instead of using its encoder. Output is CSR as for `saeplug_ctx_encode_sparse`,
@@ -1179,7 +1335,13 @@ saeplug_status saeplug_sae_check_unchanged(const saeplug_sae *sae);
  * may be NULL or hold `n_rows` entries (steps taken, final residual norm).
  * Returns: OK; BUFFER_TOO_SMALL (needed capacity in `*out_nnz`); INVALID_ARGUMENT
  * (unknown solver, k_max out of range, bad tol, lengths); NON_FINITE; UNSUPPORTED
- * (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
+ * (SAEs that normalise their input); INVALID_ARGUMENT when an output buffer
+ * overlaps another buffer. On failure no output is written (BUFFER_TOO_SMALL
+ * writes `*out_nnz` only).
+ * Backend: runs on the context's backend with its thread count: MP and GP on
+ * the GPU of a GPU context; OMP keeps its per-row Cholesky refits on the CPU
+ * (the context's threads) on every backend. GPU and CPU results agree to float
+ * rounding (supports equal, values within about 1e-4 relative).
  * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
  *

@@ -1,5 +1,14 @@
-//! `ffi_boundary!`: run an extern body under `catch_unwind`, turning errors and
-//! panics into a status code plus the thread-local last error.
+//! The boundary macros every extern fn goes through (ffi/tests/boundary.rs checks
+//! that each `#[unsafe(no_mangle)]` body is exactly one of them):
+//!
+//! * `ffi_boundary!` runs a fallible body under `catch_unwind`, turning errors and
+//!   panics into a status code plus the thread-local last error;
+//! * `ffi_boundary_value!` does the same for getters and frees, which return a
+//!   value (or nothing) instead of a status: on a panic they return `fallback`
+//!   and the panic's message becomes the thread's last error.
+//!
+//! And `u32_enum!`, the one list a C enum comes from: the Rust enum, its
+//! `TryFrom<u32>` and the C declaration of the header (see `crate::enums`).
 
 macro_rules! ffi_boundary {
     ($($body:tt)*) => {{
@@ -12,4 +21,68 @@ macro_rules! ffi_boundary {
             Err(p) => $crate::error::set_last_error($crate::error::FfiError::panic(p)),
         }
     }};
+}
+
+macro_rules! ffi_boundary_value {
+    ($fallback:expr; $($body:tt)*) => {{
+        let r = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* }));
+        match r {
+            Ok(v) => v,
+            Err(p) => {
+                $crate::error::set_last_error($crate::error::FfiError::panic(p));
+                $fallback
+            }
+        }
+    }};
+}
+
+/// One list per C enum: declares the `#[repr(u32)]` Rust enum, its
+/// `TryFrom<u32>` (the error is the unknown value) and its `CEnum` description,
+/// from which the header's C declaration is generated (`crate::enums::c_declaration`).
+macro_rules! u32_enum {
+    (
+        $(#[doc = $doc:literal])*
+        pub enum $name:ident {
+            $(
+                $(#[doc = $vdoc:literal])*
+                $variant:ident = $value:literal,
+            )+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $(
+                $(#[doc = $vdoc])*
+                $variant = $value,
+            )+
+        }
+
+        impl ::std::convert::TryFrom<u32> for $name {
+            type Error = u32;
+            fn try_from(v: u32) -> ::std::result::Result<Self, u32> {
+                $(
+                    if v == $value {
+                        return Ok($name::$variant);
+                    }
+                )+
+                Err(v)
+            }
+        }
+
+        impl $crate::enums::CEnum for $name {
+            const C_NAME: &'static str = stringify!($name);
+            const DOC: &'static [&'static str] = &[$($doc),*];
+            const VARIANTS: &'static [$crate::enums::Variant] = &[
+                $(
+                    $crate::enums::Variant {
+                        name: stringify!($variant),
+                        value: $value,
+                        doc: &[$($vdoc),*],
+                    },
+                )+
+            ];
+        }
+    };
 }

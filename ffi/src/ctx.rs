@@ -1,41 +1,141 @@
 //! `saeplug_ctx`: a compute context (backend choice) and the encode/decode calls.
 
-use std::ffi::c_char;
+use std::ffi::{CStr, c_char};
 
-use saeplug::{Backend, CpuBackend, Sae, SparseCodes, WgpuBackend, WgpuOptions};
+use saeplug::solve::{SolveInfo, SolverParams};
+use saeplug::{Backend, CpuBackend, Sae, SparseCodes};
 
+use crate::enums::{code, saeplug_backend};
 use crate::error::{FfiError, saeplug_status};
-use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out, write_csr};
+use crate::handle::{
+    HandleOut, borrow, borrow_mut, check_disjoint, check_shape, free_handle, input, output,
+    slice_in, slice_out, write_csr,
+};
 use crate::sae::saeplug_sae;
 
-/// Backend choice for `saeplug_ctx_new`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug)]
-pub enum saeplug_backend {
-    /// A hardware GPU (discrete, integrated or virtual) when one exists, else the CPU.
-    Auto = 0,
-    /// Multi-threaded CPU.
-    Cpu = 1,
-    /// GPU through wgpu/Vulkan (any adapter, including Mesa's software lavapipe);
-    /// `$SAEPLUG_ADAPTER` selects an adapter by name.
-    Gpu = 2,
+/// Most worker threads a context may ask for. Core's bound
+/// (`saeplug::backend::cpu::MAX_THREADS` with `CpuBackend::try_new`) replaces this
+/// when it lands; `cpu_backend` is the one place that changes.
+const MAX_THREADS: u32 = 1024;
+
+/// A CPU backend with `threads` workers (0 = all cores), refusing absurd counts
+/// before any thread is spawned.
+fn cpu_backend(threads: u32) -> Result<CpuBackend, FfiError> {
+    if threads > MAX_THREADS {
+        return Err(FfiError::invalid(format!(
+            "'threads' = {threads} exceeds the maximum of {MAX_THREADS} (0 = all cores)"
+        )));
+    }
+    Ok(CpuBackend::new(threads as usize))
+}
+
+/// What computes for a context.
+enum Engine {
+    Cpu(CpuBackend),
+    /// A GPU backend, and the CPU backend (the context's thread count) for the
+    /// parts that stay on the CPU (OMP's per-row Cholesky refits).
+    #[cfg(feature = "gpu")]
+    Gpu {
+        gpu: saeplug::WgpuBackend,
+        cpu: CpuBackend,
+    },
 }
 
 /// A compute context: a backend and its workspaces. Owned by the caller of
 /// `saeplug_ctx_new`; free with `saeplug_ctx_free`. Use from one thread at a
 /// time (create one context per thread); SAE handles may be shared.
 pub struct saeplug_ctx {
-    backend: Box<dyn Backend>,
-    name: &'static std::ffi::CStr,
+    engine: Engine,
+}
+
+impl saeplug_ctx {
+    fn new(kind: saeplug_backend, threads: u32) -> Result<Self, FfiError> {
+        let cpu = cpu_backend(threads)?;
+        let engine = match kind {
+            saeplug_backend::Cpu => Engine::Cpu(cpu),
+            #[cfg(feature = "gpu")]
+            saeplug_backend::Auto => {
+                match saeplug::WgpuBackend::new(saeplug::WgpuOptions::default()) {
+                    Ok(gpu)
+                        if gpu.adapter_info().device_type
+                            != saeplug::wgpu_types::DeviceType::Cpu =>
+                    {
+                        Engine::Gpu { gpu, cpu }
+                    }
+                    _ => Engine::Cpu(cpu),
+                }
+            }
+            #[cfg(feature = "gpu")]
+            saeplug_backend::Gpu => Engine::Gpu {
+                gpu: saeplug::WgpuBackend::new(saeplug::WgpuOptions::default())?,
+                cpu,
+            },
+            #[cfg(not(feature = "gpu"))]
+            saeplug_backend::Auto => Engine::Cpu(cpu),
+            #[cfg(not(feature = "gpu"))]
+            saeplug_backend::Gpu => {
+                return Err(FfiError::new(
+                    saeplug_status::Unsupported,
+                    "'backend' = SAEPLUG_BACKEND_GPU: this library was built without GPU \
+                     support (saeplug-ffi's `gpu` cargo feature is off); use \
+                     SAEPLUG_BACKEND_CPU or SAEPLUG_BACKEND_AUTO",
+                ));
+            }
+        };
+        Ok(saeplug_ctx { engine })
+    }
+
+    /// The backend every compute call of this context runs on.
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        match &self.engine {
+            Engine::Cpu(cpu) => cpu,
+            #[cfg(feature = "gpu")]
+            Engine::Gpu { gpu, .. } => gpu,
+        }
+    }
+
+    fn name(&self) -> &'static CStr {
+        match &self.engine {
+            Engine::Cpu(_) => c"cpu",
+            #[cfg(feature = "gpu")]
+            Engine::Gpu { .. } => c"wgpu",
+        }
+    }
+
+    /// ITO on this context's backend and thread count: MP and GP on the GPU of a
+    /// GPU context, OMP (per-row Cholesky refits) on its CPU threads. When core's
+    /// `Backend::solve` lands this body becomes `self.backend().solve(sae, x, p)`.
+    pub(crate) fn solve(
+        &self,
+        sae: &Sae,
+        x: &[f32],
+        p: &SolverParams,
+    ) -> saeplug::Result<(SparseCodes, SolveInfo)> {
+        match &self.engine {
+            Engine::Cpu(cpu) => saeplug::solve::solve(cpu, sae, x, p),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu { cpu, .. }
+                if p.solver == saeplug::solve::Solver::OrthogonalMatchingPursuit =>
+            {
+                saeplug::solve::solve(cpu, sae, x, p)
+            }
+            #[cfg(feature = "gpu")]
+            Engine::Gpu { gpu, .. } => gpu.solve(sae, x, p),
+        }
+    }
 }
 
 /// Create a context.
 ///
 /// Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
-/// the CPU backend (0 = all cores); `out` receives the handle.
-/// Returns: OK; INVALID_ARGUMENT for an unknown backend; BACKEND when the GPU
-/// backend was asked for and no adapter could be opened. Memory: on success `*out` owns a new handle, freed with
-/// `saeplug_ctx_free`. Thread safety: any thread.
+/// the CPU backend, and for the CPU parts of a GPU context (0 = all cores, at
+/// most 1024); `out` receives the handle.
+/// Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 1024
+/// threads; UNSUPPORTED for SAEPLUG_BACKEND_GPU in a library built without GPU
+/// support (AUTO then gives a CPU context); BACKEND when the GPU backend was asked
+/// for and no adapter could be opened. Memory: on success `*out` owns a new
+/// handle, freed with `saeplug_ctx_free`; on failure `*out` is untouched.
+/// Thread safety: any thread.
 ///
 /// Example:
 ///
@@ -44,7 +144,10 @@ pub struct saeplug_ctx {
 /// CHECK(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 2, &cpu)); // 2 worker threads
 /// assert(strcmp(saeplug_ctx_backend_name(cpu), "cpu") == 0);
 /// saeplug_ctx_free(cpu);
-/// assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// cpu = NULL;
+/// assert(saeplug_ctx_new(7, 0, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT); // no such backend
+/// assert(saeplug_ctx_new(SAEPLUG_BACKEND_CPU, 1u << 30, &cpu) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// assert(cpu == NULL);
 /// ```
 ///
 /// # Safety
@@ -56,33 +159,11 @@ pub unsafe extern "C" fn saeplug_ctx_new(
     out: *mut *mut saeplug_ctx,
 ) -> saeplug_status {
     ffi_boundary! {
-        if out.is_null() {
-            return Err(FfiError::null("out"));
-        }
-        let cpu = || -> (Box<dyn Backend>, &'static std::ffi::CStr) {
-            (Box::new(CpuBackend::new(threads as usize)), c"cpu")
-        };
-        let (backend, name) = match backend {
-            0 => match WgpuBackend::new(WgpuOptions::default()) {
-                Ok(g) if g.adapter_info().device_type != wgpu_cpu_type() => {
-                    (Box::new(g) as Box<dyn Backend>, c"wgpu")
-                }
-                _ => cpu(),
-            },
-            1 => cpu(),
-            2 => (Box::new(WgpuBackend::new(WgpuOptions::default())?) as Box<dyn Backend>, c"wgpu"),
-            b => return Err(FfiError::invalid(format!("unknown backend {b}"))),
-        };
-        let h = Box::into_raw(Box::new(saeplug_ctx { backend, name }));
-        // SAFETY: `out` is non-null and writable per the caller contract.
-        unsafe { *out = h };
+        let out = HandleOut::new(out, "out")?;
+        let ctx = saeplug_ctx::new(code("backend", backend)?, threads)?;
+        // SAFETY: `out` is writable per the caller contract.
+        unsafe { out.set(ctx) };
         Ok(())
-    }
-}
-
-impl saeplug_ctx {
-    pub(crate) fn backend(&self) -> &dyn Backend {
-        &*self.backend
     }
 }
 
@@ -102,15 +183,13 @@ impl saeplug_ctx {
 /// `ctx` must be NULL or a live handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn saeplug_ctx_backend_name(ctx: *const saeplug_ctx) -> *const c_char {
-    // SAFETY: caller contract above; `as_ref` handles NULL.
-    match unsafe { ctx.as_ref() } {
-        Some(c) => c.name.as_ptr(),
-        None => c"".as_ptr(),
+    ffi_boundary_value! { c"".as_ptr();
+        // SAFETY: caller contract above; `as_ref` handles NULL.
+        match unsafe { ctx.as_ref() } {
+            Some(c) => c.name().as_ptr(),
+            None => c"".as_ptr(),
+        }
     }
-}
-
-fn wgpu_cpu_type() -> saeplug::wgpu_types::DeviceType {
-    saeplug::wgpu_types::DeviceType::Cpu
 }
 
 /// Free a context. `saeplug_ctx_free(NULL)` is a no-op; freeing twice is UB.
@@ -131,46 +210,59 @@ fn wgpu_cpu_type() -> saeplug::wgpu_types::DeviceType {
 /// `ctx` must be NULL or a handle from `saeplug_ctx_new` not yet freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn saeplug_ctx_free(ctx: *mut saeplug_ctx) {
-    if ctx.is_null() {
-        return;
+    ffi_boundary_value! { ();
+        // SAFETY: NULL or from saeplug_ctx_new, freed once (caller contract).
+        unsafe { free_handle(ctx) }
     }
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `ctx` came from Box::into_raw in saeplug_ctx_new and is freed once.
-        drop(unsafe { Box::from_raw(ctx) });
-    }));
 }
 
 /// Borrowed arguments of a dense call: context, SAE, input rows, output rows.
 type DenseArgs<'a> = (&'a mut saeplug_ctx, &'a Sae, &'a [f32], &'a mut [f32]);
 
 /// What the dense calls share: borrow the context, the SAE, one input and one
-/// output buffer; check that the SAE's files are unchanged and that both buffers
-/// hold `n_rows` rows of the widths `widths` gives (input, output).
+/// output buffer (refusing overlapping ones); check that the SAE's files are
+/// unchanged and that both buffers hold `n_rows` rows of the widths `widths`
+/// gives (input, output).
 ///
 /// # Safety
 /// Handles NULL or live; `input.0` holds `input.1` floats, `out.0` holds `out.1`.
 unsafe fn dense_args<'a>(
     ctx: *mut saeplug_ctx,
     sae: *const saeplug_sae,
-    input: (*const f32, usize, &str),
+    x: (*const f32, usize, &'static str),
     n_rows: usize,
     out: (*mut f32, usize),
     widths: impl Fn(&Sae) -> (usize, usize),
 ) -> Result<DenseArgs<'a>, FfiError> {
-    // SAFETY: forwarded to the caller (each helper checks NULL and alignment).
-    let (ctx, sae, x, out) = unsafe {
+    check_disjoint(&[input(x.0, x.1, x.2), output(out.0, out.1, "out")])?;
+    // SAFETY: forwarded to the caller (each helper checks NULL and alignment);
+    // the two buffers do not overlap.
+    let (ctx, sae, xs, outs) = unsafe {
         (
             borrow_mut(ctx, "ctx")?,
             &borrow(sae, "sae")?.sae,
-            slice_in(input.0, input.1, input.2)?,
+            slice_in(x.0, x.1, x.2)?,
             slice_out(out.0, out.1, "out")?,
         )
     };
     sae.check_unchanged()?;
     let (w_in, w_out) = widths(sae);
-    check_shape(input.2, x.len(), n_rows, w_in)?;
-    check_shape("out", out.len(), n_rows, w_out)?;
-    Ok((ctx, sae, x, out))
+    check_shape(x.2, xs.len(), n_rows, w_in)?;
+    check_shape("out", outs.len(), n_rows, w_out)?;
+    Ok((ctx, sae, xs, outs))
+}
+
+/// Run `compute` into scratch memory the size of `out` and copy the result into
+/// `out` only when it succeeded: a failing call (on any backend, at any pass)
+/// leaves the caller's buffer as it was.
+fn write_last(
+    out: &mut [f32],
+    compute: impl FnOnce(&mut [f32]) -> saeplug::Result<()>,
+) -> Result<(), FfiError> {
+    let mut scratch = vec![0.0f32; out.len()];
+    compute(&mut scratch)?;
+    out.copy_from_slice(&scratch);
+    Ok(())
 }
 
 /// Dense encode: `out[n_rows, d_sae] = encode(x[n_rows, d_in])`.
@@ -178,7 +270,9 @@ unsafe fn dense_args<'a>(
 /// Parameters: `x`/`x_len` input activations row-major (`x_len == n_rows * d_in`);
 /// `out`/`out_len` output features (`out_len == n_rows * d_sae`).
 /// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths), MISALIGNED, NON_FINITE
-/// (NaN/inf in `x`). On failure `out` may have been partly written.
+/// (NaN/inf in `x`);
+/// INVALID_ARGUMENT when `x` and `out` overlap. On failure `out` is untouched (the
+/// result is computed into scratch memory first, on every backend).
 /// Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
 /// at a time; `sae` may be shared.
 ///
@@ -210,8 +304,7 @@ pub unsafe extern "C" fn saeplug_ctx_encode(
         let (ctx, sae, x, out) = unsafe {
             dense_args(ctx, sae, (x, x_len, "x"), n_rows, (out, out_len), |s| (s.d_in(), s.d_sae()))
         }?;
-        ctx.backend.encode(sae, x, out)?;
-        Ok(())
+        write_last(out, |o| ctx.backend().encode(sae, x, o).map(drop))
     }
 }
 
@@ -259,7 +352,15 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
     out_nnz: *mut usize,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        check_disjoint(&[
+            input(x, x_len, "x"),
+            output(row_offsets, n_rows.saturating_add(1), "row_offsets"),
+            output(indices, capacity, "indices"),
+            output(values, capacity, "values"),
+            output(out_nnz, 1, "out_nnz"),
+        ])?;
+        // SAFETY: caller contract above (each helper checks NULL and alignment);
+        // no output overlaps another buffer.
         let (ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
             (
                 borrow_mut(ctx, "ctx")?,
@@ -273,7 +374,7 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
         };
         sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
-        let codes = ctx.backend.encode_sparse(sae, x)?;
+        let codes = ctx.backend().encode_sparse(sae, x)?;
         write_csr(&codes, offs, idx, val, nnz_out)?;
         Ok(())
     }
@@ -315,8 +416,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
         let (ctx, sae, f, out) = unsafe {
             dense_args(ctx, sae, (f, f_len, "f"), n_rows, (out, out_len), |s| (s.d_sae(), s.d_in()))
         }?;
-        ctx.backend.decode(sae, f, &[], out)?;
-        Ok(())
+        write_last(out, |o| ctx.backend().decode(sae, f, &[], o))
     }
 }
 
@@ -358,7 +458,14 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
     out_len: usize,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
+        check_disjoint(&[
+            input(row_offsets, n_rows.saturating_add(1), "row_offsets"),
+            input(indices, nnz, "indices"),
+            input(values, nnz, "values"),
+            output(out, out_len, "out"),
+        ])?;
+        // SAFETY: caller contract above (each helper checks NULL and alignment);
+        // `out` overlaps no input.
         let (ctx, sae, offs, idx, val, out) = unsafe {
             (
                 borrow_mut(ctx, "ctx")?,
@@ -378,8 +485,7 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
             d_sae: sae.d_sae(),
             denorm: Vec::new(),
         };
-        ctx.backend.decode_sparse(sae, &codes, out)?;
-        Ok(())
+        write_last(out, |o| ctx.backend().decode_sparse(sae, &codes, o))
     }
 }
 
@@ -418,8 +524,9 @@ pub unsafe extern "C" fn saeplug_ctx_reconstruct(
         let (ctx, sae, x, out) = unsafe {
             dense_args(ctx, sae, (x, x_len, "x"), n_rows, (out, out_len), |s| (s.d_in(), s.d_in()))
         }?;
-        let codes = ctx.backend.encode_sparse(sae, x)?;
-        ctx.backend.decode_sparse(sae, &codes, out)?;
-        Ok(())
+        write_last(out, |o| {
+            let codes = ctx.backend().encode_sparse(sae, x)?;
+            ctx.backend().decode_sparse(sae, &codes, o)
+        })
     }
 }

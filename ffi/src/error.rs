@@ -5,69 +5,43 @@ use std::ffi::{CString, c_char};
 
 use saeplug::{Error, ErrorKind};
 
-/// Result of every fallible call. Values are stable: never renumbered.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum saeplug_status {
-    /// Success.
-    Ok = 0,
-    /// An argument is out of range or inconsistent (see the last error message).
-    InvalidArgument = 1,
-    /// A required pointer argument is NULL.
-    NullPointer = 2,
-    /// An output buffer is too small; the needed length was written to `*out_needed`.
-    BufferTooSmall = 3,
-    /// A buffer pointer is not aligned for its element type.
-    Misaligned = 4,
-    /// An input value is NaN or infinite.
-    NonFinite = 5,
-    /// A string argument is not valid UTF-8.
-    InvalidUtf8 = 6,
-    /// Reading or mapping a file failed.
-    Io = 100,
-    /// A file is truncated or corrupt, or its header lies about its contents.
-    Format = 101,
-    /// A tensor the architecture needs is missing.
-    MissingTensor = 102,
-    /// A tensor has the wrong shape.
-    Shape = 103,
-    /// A tensor has an unsupported element type.
-    Dtype = 104,
-    /// The configuration names an unknown architecture.
-    UnknownArchitecture = 105,
-    /// A known feature that is not supported for this input.
-    Unsupported = 106,
-    /// The mapped file changed on disk after it was opened.
-    FileChanged = 107,
-    /// The compute backend failed.
-    Backend = 200,
-    /// A bug: a Rust panic was caught at the boundary.
-    Panic = 255,
-}
-
-impl From<u32> for saeplug_status {
-    fn from(v: u32) -> Self {
-        use saeplug_status as S;
-        match v {
-            0 => S::Ok,
-            1 => S::InvalidArgument,
-            2 => S::NullPointer,
-            3 => S::BufferTooSmall,
-            4 => S::Misaligned,
-            5 => S::NonFinite,
-            6 => S::InvalidUtf8,
-            100 => S::Io,
-            101 => S::Format,
-            102 => S::MissingTensor,
-            103 => S::Shape,
-            104 => S::Dtype,
-            105 => S::UnknownArchitecture,
-            106 => S::Unsupported,
-            107 => S::FileChanged,
-            200 => S::Backend,
-            255 => S::Panic,
-            _ => S::InvalidArgument,
-        }
+u32_enum! {
+    /// Result of every fallible call. Values are stable: never renumbered.
+    pub enum saeplug_status {
+        /// Success.
+        Ok = 0,
+        /// An argument is out of range or inconsistent (see the last error message).
+        InvalidArgument = 1,
+        /// A required pointer argument is NULL.
+        NullPointer = 2,
+        /// An output buffer is too small; the needed length was written to `*out_needed`.
+        BufferTooSmall = 3,
+        /// A buffer pointer is not aligned for its element type.
+        Misaligned = 4,
+        /// An input value is NaN or infinite.
+        NonFinite = 5,
+        /// A string argument is not valid UTF-8.
+        InvalidUtf8 = 6,
+        /// Reading or mapping a file failed.
+        Io = 100,
+        /// A file is truncated or corrupt, or its header lies about its contents.
+        Format = 101,
+        /// A tensor the architecture needs is missing.
+        MissingTensor = 102,
+        /// A tensor has the wrong shape.
+        Shape = 103,
+        /// A tensor has an unsupported element type.
+        Dtype = 104,
+        /// The configuration names an unknown architecture.
+        UnknownArchitecture = 105,
+        /// A known feature that is not supported for this input.
+        Unsupported = 106,
+        /// The mapped file changed on disk after it was opened.
+        FileChanged = 107,
+        /// The compute backend failed.
+        Backend = 200,
+        /// A bug: a Rust panic was caught at the boundary.
+        Panic = 255,
     }
 }
 
@@ -183,7 +157,9 @@ pub(crate) fn set_last_error(e: FfiError) -> saeplug_status {
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_last_error_length() -> usize {
-    LAST_ERROR.with(|l| l.borrow().as_ref().map_or(0, |m| m.as_bytes().len() + 1))
+    ffi_boundary_value! { 0;
+        LAST_ERROR.with(|l| l.borrow().as_ref().map_or(0, |m| m.as_bytes().len() + 1))
+    }
 }
 
 /// Copy this thread's last error message into `buf` (capacity `len` bytes),
@@ -210,20 +186,22 @@ pub extern "C" fn saeplug_last_error_length() -> usize {
 /// `buf` must be NULL or point to `len` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn saeplug_last_error_message(buf: *mut c_char, len: usize) -> usize {
-    if buf.is_null() || len == 0 {
-        return 0;
-    }
-    LAST_ERROR.with(|l| {
-        let l = l.borrow();
-        let bytes = l.as_ref().map_or(&[][..], |m| m.as_bytes());
-        let n = bytes.len().min(len - 1);
-        // SAFETY: caller guarantees `buf` has `len` writable bytes; we write n + 1 <= len.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), buf, n);
-            *buf.add(n) = 0;
+    ffi_boundary_value! { 0;
+        if buf.is_null() || len == 0 {
+            return 0;
         }
-        n
-    })
+        LAST_ERROR.with(|l| {
+            let l = l.borrow();
+            let bytes = l.as_ref().map_or(&[][..], |m| m.as_bytes());
+            let n = bytes.len().min(len - 1);
+            // SAFETY: caller guarantees `buf` has `len` writable bytes; we write n + 1 <= len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), buf, n);
+                *buf.add(n) = 0;
+            }
+            n
+        })
+    }
 }
 
 /// A static, NUL-terminated description of a status code (unknown codes are
@@ -239,5 +217,10 @@ pub unsafe extern "C" fn saeplug_last_error_message(buf: *mut c_char, len: usize
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_status_str(status: u32) -> *const c_char {
-    saeplug_status::from(status).describe().as_ptr()
+    ffi_boundary_value! { c"internal error (panic)".as_ptr();
+        saeplug_status::try_from(status)
+            .unwrap_or(saeplug_status::InvalidArgument)
+            .describe()
+            .as_ptr()
+    }
 }

@@ -94,6 +94,91 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str, 
     })
 }
 
+/// A handle out-parameter, checked for NULL before any work is done; the handle
+/// is stored by [`HandleOut::set`] only once the call has succeeded.
+pub(crate) struct HandleOut<T>(*mut *mut T);
+
+impl<T> HandleOut<T> {
+    /// Refuse a NULL `out`.
+    pub(crate) fn new(out: *mut *mut T, name: &str) -> Result<Self, FfiError> {
+        if out.is_null() {
+            return Err(FfiError::null(name));
+        }
+        Ok(HandleOut(out))
+    }
+
+    /// Move `value` into a new handle and store it: the only place a handle is made.
+    ///
+    /// # Safety
+    /// The pointer given to [`HandleOut::new`] must be writable.
+    pub(crate) unsafe fn set(self, value: T) {
+        let h = Box::into_raw(Box::new(value));
+        // SAFETY: non-null (checked in `new`) and writable per the caller contract.
+        unsafe { *self.0 = h };
+    }
+}
+
+/// Free a handle made by [`HandleOut::set`]; NULL is a no-op.
+///
+/// # Safety
+/// `p` must be NULL or a handle made by `HandleOut::set` for `T`, not yet freed.
+pub(crate) unsafe fn free_handle<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: from Box::into_raw in HandleOut::set, freed once per the caller contract.
+        drop(unsafe { Box::from_raw(p) });
+    }
+}
+
+/// A caller buffer as an address range, for the overlap check (taken before any
+/// slice is made, since aliasing slices would already be undefined behaviour).
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    start: usize,
+    len: usize,
+    name: &'static str,
+    output: bool,
+}
+
+/// The `n` elements of type `T` at `p`, read by the call.
+pub(crate) fn input<T>(p: *const T, n: usize, name: &'static str) -> Region {
+    Region {
+        start: p as usize,
+        len: n.saturating_mul(size_of::<T>()),
+        name,
+        output: false,
+    }
+}
+
+/// The `n` elements of type `T` at `p`, written by the call.
+pub(crate) fn output<T>(p: *mut T, n: usize, name: &'static str) -> Region {
+    Region {
+        output: true,
+        ..input(p.cast_const(), n, name)
+    }
+}
+
+/// Refuse any output buffer that shares memory with another buffer of the call
+/// (input or output), naming both: results are computed before anything is
+/// written, so an in-place call would have to mean something; none is defined.
+pub(crate) fn check_disjoint(regions: &[Region]) -> Result<(), FfiError> {
+    for (i, a) in regions.iter().enumerate() {
+        for b in &regions[i + 1..] {
+            if !(a.output || b.output) || a.len == 0 || b.len == 0 || a.start == 0 || b.start == 0 {
+                continue;
+            }
+            let (a_end, b_end) = (a.start.saturating_add(a.len), b.start.saturating_add(b.len));
+            if a.start < b_end && b.start < a_end {
+                return Err(FfiError::invalid(format!(
+                    "'{}' and '{}' overlap: output buffers may not share memory with any \
+                     other buffer of the call (use a separate output buffer)",
+                    a.name, b.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Check `rows * width == len` for a caller buffer.
 pub(crate) fn check_shape(
     name: &str,

@@ -9,22 +9,40 @@
 #[macro_use]
 mod boundary;
 mod ctx;
+mod cvec;
+mod enums;
 mod error;
 mod handle;
 mod hook;
+mod recorder;
 mod sae;
 mod solve;
 
 pub use ctx::*;
+pub use cvec::*;
+#[doc(hidden)]
+pub use enums::{CEnum, Variant, header_enums};
+pub use enums::{
+    saeplug_architecture, saeplug_backend, saeplug_edit_kind, saeplug_normalization,
+    saeplug_positions, saeplug_replace, saeplug_solver, saeplug_topk_order,
+};
 pub use error::*;
 pub use hook::*;
+pub use recorder::*;
 pub use sae::*;
 pub use solve::*;
 
 /// ABI major version: hosts must refuse a library whose major differs.
-pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 0;
-/// ABI minor version: additions only.
-pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
+///
+/// 1: `saeplug_ctx_solve` runs on the context's backend and thread count (was:
+/// the CPU with every core); thread counts above 1024, layers above INT32_MAX,
+/// positions overflowing size_t and overlapping input/output buffers are refused
+/// with INVALID_ARGUMENT (were: accepted); a failing call leaves every output
+/// untouched on every backend (GPU encode/decode wrote `out` pass by pass).
+pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 1;
+/// ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
+/// `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`).
+pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 0;
 
 /// The library's ABI version as `(major << 16) | minor`.
 ///
@@ -39,5 +57,7 @@ pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn saeplug_abi_version() -> u32 {
-    (SAEPLUG_ABI_VERSION_MAJOR << 16) | SAEPLUG_ABI_VERSION_MINOR
+    ffi_boundary_value! { 0;
+        (SAEPLUG_ABI_VERSION_MAJOR << 16) | SAEPLUG_ABI_VERSION_MINOR
+    }
 }

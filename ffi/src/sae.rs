@@ -3,42 +3,17 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use saeplug::{Architecture, Sae, TopKOrder};
+use saeplug::{Architecture, Sae};
 
+use crate::enums::{saeplug_architecture, saeplug_normalization, saeplug_topk_order};
 use crate::error::{FfiError, saeplug_status};
-use crate::handle::{borrow, c_str};
+use crate::handle::{HandleOut, borrow, c_str, check_shape, free_handle, slice_out};
 
 /// An SAE mapped from disk. Immutable after open: any number of threads may use
 /// one handle concurrently. Owned by the caller of `saeplug_sae_open`; free with
 /// `saeplug_sae_free`. Contexts and codes do not keep it alive: free it last.
 pub struct saeplug_sae {
     pub(crate) sae: Arc<Sae>,
-}
-
-/// Architecture codes reported by `saeplug_sae_get_info`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug)]
-pub enum saeplug_architecture {
-    /// relu(x W_enc + b_enc).
-    Standard = 0,
-    /// JumpReLU (also BatchTopK at inference).
-    Jumprelu = 1,
-    /// Gated SAE.
-    Gated = 2,
-    /// Top-k SAE.
-    Topk = 3,
-}
-
-/// Normalisation codes reported by `saeplug_sae_get_info`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug)]
-pub enum saeplug_normalization {
-    /// No normalisation.
-    None = 0,
-    /// x * sqrt(d_in) / ||x||.
-    ConstantNormRescale = 1,
-    /// (x - mean) / (std + 1e-5).
-    LayerNorm = 2,
 }
 
 /// Plain-data description of an SAE, filled by `saeplug_sae_get_info`.
@@ -59,8 +34,7 @@ pub struct saeplug_sae_info {
     pub apply_b_dec_to_input: u32,
     /// 1 when every tensor is borrowed from the file map (no copy was made).
     pub zero_copy: u32,
-    /// Top-k order: 0 top-k then ReLU (SAELens), 1 ReLU then top-k (sparsify),
-    /// 2 signed, 3 groupmax.
+    /// A `saeplug_topk_order` value (0 for SAEs that are not top-k).
     pub topk_order: u32,
 }
 
@@ -102,13 +76,10 @@ pub unsafe extern "C" fn saeplug_sae_open(
     ffi_boundary! {
         // SAFETY: caller contract above.
         let path = unsafe { c_str(path, "path") }?;
-        if out.is_null() {
-            return Err(FfiError::null("out"));
-        }
+        let out = HandleOut::new(out, "out")?;
         let sae = Sae::open(path)?;
-        let h = Box::into_raw(Box::new(saeplug_sae { sae: Arc::new(sae) }));
-        // SAFETY: `out` is non-null and writable per the caller contract.
-        unsafe { *out = h };
+        // SAFETY: `out` is writable per the caller contract.
+        unsafe { out.set(saeplug_sae { sae: Arc::new(sae) }) };
         Ok(())
     }
 }
@@ -132,13 +103,10 @@ pub unsafe extern "C" fn saeplug_sae_open(
 /// `sae` must be NULL or a handle from `saeplug_sae_open` not yet freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn saeplug_sae_free(sae: *mut saeplug_sae) {
-    if sae.is_null() {
-        return;
+    ffi_boundary_value! { ();
+        // SAFETY: NULL or from saeplug_sae_open, freed once (caller contract).
+        unsafe { free_handle(sae) }
     }
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `sae` came from Box::into_raw in saeplug_sae_open and is freed once.
-        drop(unsafe { Box::from_raw(sae) });
-    });
 }
 
 /// Describe an SAE.
@@ -172,22 +140,17 @@ pub unsafe extern "C" fn saeplug_sae_get_info(
         let c = sae.config();
         let (k, order) = match c.architecture {
             Architecture::TopK { k, order, .. } => (
-                k as u32,
-                match order {
-                    TopKOrder::TopKThenRelu => 0,
-                    TopKOrder::ReluThenTopK => 1,
-                    TopKOrder::Signed => 2,
-                    TopKOrder::GroupMax => 3,
-                },
+                u32::try_from(k).map_err(|_| FfiError::invalid(format!("k = {k} exceeds uint32_t")))?,
+                saeplug_topk_order::from(order) as u32,
             ),
             _ => (0, 0),
         };
         let info = saeplug_sae_info {
             d_in: c.d_in,
             d_sae: c.d_sae,
-            architecture: c.architecture.code(),
+            architecture: saeplug_architecture::from(&c.architecture) as u32,
             k,
-            normalization: c.normalization.code(),
+            normalization: saeplug_normalization::from(c.normalization) as u32,
             apply_b_dec_to_input: c.apply_b_dec_to_input as u32,
             zero_copy: sae.copied_tensors().is_empty() as u32,
             topk_order: order,
@@ -219,6 +182,44 @@ pub unsafe extern "C" fn saeplug_sae_check_unchanged(sae: *const saeplug_sae) ->
         // SAFETY: caller contract above.
         let sae = &unsafe { borrow(sae, "sae") }?.sae;
         sae.check_unchanged()?;
+        Ok(())
+    }
+}
+
+/// Copy decoder row `feature` (`d_in` floats) into `out`.
+/// Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (feature >= d_sae,
+/// `len != d_in`); FILE_CHANGED. On failure `out` is untouched.
+/// Memory: copies; nothing retained. Thread safety: any thread.
+///
+/// Example:
+///
+/// ```c
+/// float d[64], norm = 0.0f;
+/// CHECK(saeplug_sae_decoder_row(sae, 42, d, 64)); // feature 42's direction
+/// for (int j = 0; j < 64; j++) norm += d[j] * d[j];
+/// assert(norm > 0.0f);
+/// assert(saeplug_sae_decoder_row(sae, 256, d, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+/// ```
+///
+/// # Safety
+/// `sae` NULL or live; `out` holds `len` floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn saeplug_sae_decoder_row(
+    sae: *const saeplug_sae,
+    feature: u32,
+    out: *mut f32,
+    len: usize,
+) -> saeplug_status {
+    ffi_boundary! {
+        // SAFETY: caller contract above.
+        let (sae, out) = unsafe { (&borrow(sae, "sae")?.sae, slice_out(out, len, "out")?) };
+        sae.check_unchanged()?;
+        let (d, i) = (sae.d_in(), feature as usize);
+        if i >= sae.d_sae() {
+            return Err(FfiError::invalid(format!("'feature' = {i} >= d_sae {}", sae.d_sae())));
+        }
+        check_shape("out", out.len(), 1, d)?;
+        out.copy_from_slice(&sae.weights().w_dec.as_slice()[i * d..(i + 1) * d]);
         Ok(())
     }
 }

@@ -1,24 +1,14 @@
 //! ITO solvers through the C ABI.
 
-use saeplug::CpuBackend;
-use saeplug::solve::{Solver, SolverParams, solve};
+use saeplug::solve::SolverParams;
 
 use crate::ctx::saeplug_ctx;
-use crate::error::{FfiError, saeplug_status};
-use crate::handle::{borrow, borrow_mut, check_shape, slice_in, slice_out, write_csr};
+use crate::enums::{code, saeplug_solver};
+use crate::error::saeplug_status;
+use crate::handle::{
+    borrow, borrow_mut, check_disjoint, check_shape, input, output, slice_in, slice_out, write_csr,
+};
 use crate::sae::saeplug_sae;
-
-/// Solver codes for `saeplug_ctx_solve`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug)]
-pub enum saeplug_solver {
-    /// Matching pursuit.
-    Mp = 0,
-    /// Orthogonal matching pursuit.
-    Omp = 1,
-    /// Gradient pursuit with the exact line-search step.
-    Gp = 2,
-}
 
 /// Inference-time optimisation: sparse-code each row of `x` on the SAE's decoder
 /// (min ||x - b_dec - a W_dec||, ||a||_0 <= k_max, a >= 0 when `nonnegative`),
@@ -30,7 +20,13 @@ pub enum saeplug_solver {
 /// may be NULL or hold `n_rows` entries (steps taken, final residual norm).
 /// Returns: OK; BUFFER_TOO_SMALL (needed capacity in `*out_nnz`); INVALID_ARGUMENT
 /// (unknown solver, k_max out of range, bad tol, lengths); NON_FINITE; UNSUPPORTED
-/// (SAEs that normalise their input). Runs on the CPU whatever the context's backend.
+/// (SAEs that normalise their input); INVALID_ARGUMENT when an output buffer
+/// overlaps another buffer. On failure no output is written (BUFFER_TOO_SMALL
+/// writes `*out_nnz` only).
+/// Backend: runs on the context's backend with its thread count: MP and GP on
+/// the GPU of a GPU context; OMP keeps its per-row Cholesky refits on the CPU
+/// (the context's threads) on every backend. GPU and CPU results agree to float
+/// rounding (supports equal, values within about 1e-4 relative).
 /// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
 ///
@@ -74,8 +70,18 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
     residuals: *mut f32,
 ) -> saeplug_status {
     ffi_boundary! {
-        // SAFETY: caller contract above (each helper checks NULL and alignment).
-        let (_ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
+        check_disjoint(&[
+            input(x, x_len, "x"),
+            output(row_offsets, n_rows.saturating_add(1), "row_offsets"),
+            output(indices, capacity, "indices"),
+            output(values, capacity, "values"),
+            output(out_nnz, 1, "out_nnz"),
+            output(iters, if iters.is_null() { 0 } else { n_rows }, "iters"),
+            output(residuals, if residuals.is_null() { 0 } else { n_rows }, "residuals"),
+        ])?;
+        // SAFETY: caller contract above (each helper checks NULL and alignment);
+        // no output overlaps another buffer.
+        let (ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
             (
                 borrow_mut(ctx, "ctx")?,
                 &borrow(sae, "sae")?.sae,
@@ -92,16 +98,11 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
         let rs = if residuals.is_null() { None } else { Some(unsafe { slice_out(residuals, n_rows, "residuals") }?) };
         sae.check_unchanged()?;
         check_shape("x", x.len(), n_rows, sae.d_in())?;
-        let s = match solver {
-            0 => Solver::MatchingPursuit,
-            1 => Solver::OrthogonalMatchingPursuit,
-            2 => Solver::GradientPursuit,
-            s => return Err(FfiError::invalid(format!("unknown solver {s}"))),
-        };
-        let mut p = SolverParams::new(s, k_max as usize);
+        let s: saeplug_solver = code("solver", solver)?;
+        let mut p = SolverParams::new(s.into(), k_max as usize);
         p.nonnegative = nonnegative != 0;
         p.tol = tol;
-        let (codes, info) = solve(&CpuBackend::default(), sae, x, &p)?;
+        let (codes, info) = ctx.solve(sae, x, &p)?;
         write_csr(&codes, offs, idx, val, nnz_out)?;
         if let Some(it) = it {
             it.copy_from_slice(&info.iters);

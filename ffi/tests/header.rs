@@ -9,8 +9,11 @@ mod header_docs;
 #[test]
 fn header_has_not_drifted() {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let config =
+    let mut config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    // The C enums come from the same `u32_enum!` lists as their Rust twins and
+    // `TryFrom<u32>`; cbindgen does not expand macros, so they are handed over here.
+    config.after_includes = Some(format!("\n{}", saeplug_ffi::header_enums()));
     let mut generated = Vec::new();
     cbindgen::Builder::new()
         .with_crate(&crate_dir)
