@@ -370,13 +370,20 @@ typedef uint32_t saeplug_replace;
 
 /**
  * ABI major version: hosts must refuse a library whose major differs.
+ *
+ * 1: `saeplug_ctx_solve` runs on the context's backend and thread count (was:
+ * the CPU with every core); thread counts above 1024, layers above INT32_MAX,
+ * positions overflowing size_t and overlapping input/output buffers are refused
+ * with INVALID_ARGUMENT (were: accepted); a failing call leaves every output
+ * untouched on every backend (GPU encode/decode wrote `out` pass by pass).
  */
-#define SAEPLUG_ABI_VERSION_MAJOR 0
+#define SAEPLUG_ABI_VERSION_MAJOR 1
 
 /**
- * ABI minor version: additions only.
+ * ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
+ * `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`).
  */
-#define SAEPLUG_ABI_VERSION_MINOR 1
+#define SAEPLUG_ABI_VERSION_MINOR 0
 
 /**
  * A compute context: a backend and its workspaces. Owned by the caller of
