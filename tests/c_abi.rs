@@ -55,11 +55,22 @@ const WARN: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 const WARN_CXX: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"];
 
 fn compile(out: &Path, name: &str, extra: &[&str], libs: &[String]) -> PathBuf {
+    compile_c(out, name, "basic.c", extra, libs)
+}
+
+const SANITIZE: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=all",
+];
+
+/// Compile tests/c/`src` against include/saeplug.h and `libs`.
+fn compile_c(out: &Path, name: &str, src: &str, extra: &[&str], libs: &[String]) -> PathBuf {
     let exe = out.join(name);
     let mut c = Command::new("gcc");
     c.args(WARN)
         .arg(format!("-I{}", repo_root().join("include").display()))
-        .arg(repo_root().join("tests/c/basic.c"))
+        .arg(repo_root().join("tests/c").join(src))
         .args(extra)
         .args(libs)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
@@ -137,6 +148,65 @@ fn c_consumer_static_shared_sanitizers_valgrind() {
             .args(&args),
     );
     assert!(o.contains("all checks passed"), "{o}");
+}
+
+/// tests/c/hardening.c on a CPU context under ASan/UBSan, and on a GPU context
+/// (lavapipe in CI): enum codes and bounds refused with messages naming the
+/// parameter, overlapping buffers refused, outputs and a hooked `x` untouched by
+/// failing calls, and a GPU context's solve equal to a CPU context's.
+#[test]
+fn c_hardening_overlap_untouched_outputs_and_gpu_solve() {
+    let libdir = ffi_libs();
+    let out = scratch("c_hardening");
+    let a = libdir.join("libsaeplug_ffi.a").display().to_string();
+    let asan = compile_c(&out, "hardening_asan", "hardening.c", SANITIZE, std::slice::from_ref(&a));
+    let sae = saelens_fixtures().join("standard");
+    let o = run_ok(
+        Command::new(&asan)
+            .arg(&sae)
+            .arg("cpu")
+            .env("ASAN_OPTIONS", "detect_leaks=1"),
+    );
+    assert!(o.contains("hardening (cpu): all checks passed"), "{o}");
+    if gpu_or_fail(saeplug::WgpuOptions::default()).is_some() {
+        let plain = compile_c(&out, "hardening", "hardening.c", &[], std::slice::from_ref(&a));
+        let o = run_ok(Command::new(&plain).arg(&sae).arg("gpu"));
+        assert!(o.contains("hardening (gpu): all checks passed"), "{o}");
+    }
+}
+
+/// A CPU-only library (`saeplug-ffi` without its `gpu` feature, built into its own
+/// target folder) links into a C program that finds GPU contexts refused with
+/// UNSUPPORTED, AUTO on the CPU, and the CPU context working.
+#[test]
+fn cpu_only_library_refuses_gpu_contexts() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("cpu-only");
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(repo_root())
+        .args(["build", "-q", "-p", "saeplug-ffi", "--no-default-features", "--target-dir"])
+        .arg(&target);
+    run_ok(&mut c);
+    let lib = target.join("debug/libsaeplug_ffi.a");
+    // The CPU-only archive carries no wgpu code.
+    let syms = run_ok(Command::new("nm").arg("-C").arg(&lib));
+    assert!(!syms.contains("wgpu_core::"), "the CPU-only library links wgpu");
+    let out = scratch("c_cpu_only");
+    let exe = compile_c(
+        &out,
+        "cpu_only",
+        "cpu_only.c",
+        SANITIZE,
+        &[lib.display().to_string()],
+    );
+    let o = run_ok(
+        Command::new(&exe)
+            .arg(saelens_fixtures().join("standard"))
+            .env("ASAN_OPTIONS", "detect_leaks=1"),
+    );
+    assert!(o.contains("cpu-only library: all checks passed"), "{o}");
 }
 
 #[test]
