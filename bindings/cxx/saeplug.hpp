@@ -95,14 +95,14 @@ public:
         check(saeplug_hook_new(sae.get(), layer, &p), "saeplug_hook_new");
         h_ = H(p);
     }
-    Hook &all_positions() { return pos(0, 0, 0); }
-    Hook &first(size_t p) { return pos(1, p, 0); }
-    Hook &last() { return pos(2, 0, 0); }
-    Hook &range(size_t a, size_t b) { return pos(3, a, b); }
-    Hook &add(uint32_t f, float c) { return edit(0, f, c); }
-    Hook &clamp(uint32_t f, float v) { return edit(1, f, v); }
-    Hook &ablate(uint32_t f) { return edit(2, f, 0.0f); }
-    Hook &scale(uint32_t f, float s) { return edit(3, f, s); }
+    Hook &all_positions() { return pos(SAEPLUG_POSITIONS_ALL, 0, 0); }
+    Hook &first(size_t p) { return pos(SAEPLUG_POSITIONS_FIRST, p, 0); }
+    Hook &last() { return pos(SAEPLUG_POSITIONS_LAST, 0, 0); }
+    Hook &range(size_t a, size_t b) { return pos(SAEPLUG_POSITIONS_RANGE, a, b); }
+    Hook &add(uint32_t f, float c) { return edit(SAEPLUG_EDIT_KIND_ADD, f, c); }
+    Hook &clamp(uint32_t f, float v) { return edit(SAEPLUG_EDIT_KIND_CLAMP, f, v); }
+    Hook &ablate(uint32_t f) { return edit(SAEPLUG_EDIT_KIND_ABLATE, f, 0.0f); }
+    Hook &scale(uint32_t f, float s) { return edit(SAEPLUG_EDIT_KIND_SCALE, f, s); }
     Hook &add_vector(const std::vector<float> &v, float coef) {
         check(saeplug_hook_add_vector(h_.get(), v.data(), v.size(), coef), "saeplug_hook_add_vector");
         return *this;
@@ -110,11 +110,11 @@ public:
     const saeplug_hook *get() const noexcept { return h_.get(); }
 
 private:
-    Hook &pos(uint32_t k, size_t a, size_t b) {
+    Hook &pos(saeplug_positions k, size_t a, size_t b) {
         check(saeplug_hook_set_positions(h_.get(), k, a, b), "saeplug_hook_set_positions");
         return *this;
     }
-    Hook &edit(uint32_t k, uint32_t f, float v) {
+    Hook &edit(saeplug_edit_kind k, uint32_t f, float v) {
         check(saeplug_hook_add_edit(h_.get(), k, f, v), "saeplug_hook_add_edit");
         return *this;
     }

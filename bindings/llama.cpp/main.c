@@ -110,17 +110,17 @@ int main(int argc, char **argv) {
         if (saeplug_hook_new(sae, (uint32_t)layer, &hook) != SAEPLUG_STATUS_OK) die("saeplug_hook_new");
         saeplug_sae_info info;
         saeplug_sae_get_info(sae, &info);
-        if (strcmp(positions, "last") == 0) saeplug_hook_set_positions(hook, 2, 0, 0);
-        else if (strncmp(positions, "first:", 6) == 0) saeplug_hook_set_positions(hook, 1, (size_t)atoi(positions + 6), 0);
+        if (strcmp(positions, "last") == 0) saeplug_hook_set_positions(hook, SAEPLUG_POSITIONS_LAST, 0, 0);
+        else if (strncmp(positions, "first:", 6) == 0) saeplug_hook_set_positions(hook, SAEPLUG_POSITIONS_FIRST, (size_t)atoi(positions + 6), 0);
         for (int e = 0; e < n_edits; e += 2) {
             unsigned f = 0;
             float val = 0.0f;
             int n = sscanf(edits[e + 1], "%u:%f", &f, &val);
             saeplug_status st = SAEPLUG_STATUS_INVALID_ARGUMENT;
-            if (strcmp(edits[e], "--ablate") == 0 && n >= 1) st = saeplug_hook_add_edit(hook, 2, f, 0.0f);
-            else if (n == 2 && strcmp(edits[e], "--clamp") == 0) st = saeplug_hook_add_edit(hook, 1, f, val);
-            else if (n == 2 && strcmp(edits[e], "--scale") == 0) st = saeplug_hook_add_edit(hook, 3, f, val);
-            else if (n == 2 && strcmp(edits[e], "--add") == 0) st = saeplug_hook_add_edit(hook, 0, f, val);
+            if (strcmp(edits[e], "--ablate") == 0 && n >= 1) st = saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_ABLATE, f, 0.0f);
+            else if (n == 2 && strcmp(edits[e], "--clamp") == 0) st = saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_CLAMP, f, val);
+            else if (n == 2 && strcmp(edits[e], "--scale") == 0) st = saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_SCALE, f, val);
+            else if (n == 2 && strcmp(edits[e], "--add") == 0) st = saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_ADD, f, val);
             else if (n == 2 && strcmp(edits[e], "--vector-feature") == 0) {
                 float *row = malloc(info.d_in * sizeof(float));
                 st = saeplug_sae_decoder_row(sae, f, row, info.d_in);
@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
             }
             if (st != SAEPLUG_STATUS_OK) die(edits[e]);
         }
-        if (replace && saeplug_hook_set_replace(hook, strcmp(replace, "recon") == 0 ? 2 : 1) != SAEPLUG_STATUS_OK)
+        if (replace && saeplug_hook_set_replace(hook, strcmp(replace, "recon") == 0 ? SAEPLUG_REPLACE_RECONSTRUCTION_ONLY : SAEPLUG_REPLACE_WITH_ERROR) != SAEPLUG_STATUS_OK)
             die("--replace");
         saeplug_llama_add_hook(adapter, hook);
         if (record) {

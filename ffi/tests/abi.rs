@@ -83,7 +83,12 @@ fn null_pointers_and_bad_arguments_are_errors_with_messages() {
         );
         // Unknown codes map to a description, never NULL.
         assert!(!saeplug_status_str(9999).is_null());
-        assert_eq!(saeplug_status::from(9999), saeplug_status::InvalidArgument);
+        assert_eq!(
+            CStr::from_ptr(saeplug_status_str(9999)),
+            CStr::from_ptr(saeplug_status_str(saeplug_status::InvalidArgument as u32))
+        );
+        assert_eq!(saeplug_status::try_from(9999), Err(9999));
+        assert_eq!(saeplug_status::try_from(107), Ok(saeplug_status::FileChanged));
         assert_eq!(saeplug_abi_version() >> 16, SAEPLUG_ABI_VERSION_MAJOR);
         // Hooks validate features and kinds.
         let mut hook = null_mut();
