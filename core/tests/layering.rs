@@ -34,7 +34,9 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 
 fn component(module: &[String]) -> String {
     match module {
-        [b, sub, ..] if b == "backend" && (sub == "cpu" || sub == "wgpu") => format!("backend::{sub}"),
+        [b, sub, ..] if b == "backend" && (sub == "cpu" || sub == "wgpu") => {
+            format!("backend::{sub}")
+        }
         [top, ..] if top == "backend" || top == "format" || top == "weights" => top.clone(),
         [] => "lib".into(),
         parts => parts.join("::"),
@@ -167,7 +169,15 @@ fn components_form_no_cycle() {
 #[test]
 fn backends_never_reach_up_or_sideways() {
     let g = graph();
-    let algorithms = ["solve", "steer", "hook", "sweep", "cvec", "decompose", "record"];
+    let algorithms = [
+        "solve",
+        "steer",
+        "hook",
+        "sweep",
+        "cvec",
+        "decompose",
+        "record",
+    ];
     for b in ["backend", "backend::cpu", "backend::wgpu"] {
         let refs = g.get(b).cloned().unwrap_or_default();
         for a in algorithms {
@@ -176,12 +186,21 @@ fn backends_never_reach_up_or_sideways() {
     }
     let cpu = g.get("backend::cpu").cloned().unwrap_or_default();
     let gpu = g.get("backend::wgpu").cloned().unwrap_or_default();
-    assert!(!cpu.contains("backend::wgpu"), "the CPU backend imports the wgpu backend");
-    assert!(!gpu.contains("backend::cpu"), "the wgpu backend imports the CPU backend");
+    assert!(
+        !cpu.contains("backend::wgpu"),
+        "the CPU backend imports the wgpu backend"
+    );
+    assert!(
+        !gpu.contains("backend::cpu"),
+        "the wgpu backend imports the CPU backend"
+    );
     for (name, refs) in &g {
         if algorithms.contains(&name.as_str()) {
             for conc in ["backend::cpu", "backend::wgpu"] {
-                assert!(!refs.contains(conc), "{name} names the concrete backend {conc}");
+                assert!(
+                    !refs.contains(conc),
+                    "{name} names the concrete backend {conc}"
+                );
             }
         }
     }

@@ -152,10 +152,9 @@ pub(crate) fn apply_with(
                     *feature,
                     scale.coef_of(*feature, value - act(r, &orig, *feature)?),
                 ),
-                Edit::Ablate { feature } => (
-                    *feature,
-                    scale.coef_of(*feature, -act(r, &orig, *feature)?),
-                ),
+                Edit::Ablate { feature } => {
+                    (*feature, scale.coef_of(*feature, -act(r, &orig, *feature)?))
+                }
                 Edit::Scale { feature, factor } => (
                     *feature,
                     scale.coef_of(*feature, (factor - 1.0) * act(r, &orig, *feature)?),

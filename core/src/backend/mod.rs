@@ -372,11 +372,7 @@ pub(crate) fn decoder_input<'a>(sae: &Sae, f: &'a [f32]) -> std::borrow::Cow<'a,
         None => std::borrow::Cow::Borrowed(f),
         Some(_) => std::borrow::Cow::Owned(
             f.chunks_exact(sae.d_sae())
-                .flat_map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .map(move |(i, v)| scale.coef_of(i, *v))
-                })
+                .flat_map(|r| r.iter().enumerate().map(move |(i, v)| scale.coef_of(i, *v)))
                 .collect(),
         ),
     }
