@@ -1,6 +1,11 @@
 //! Results that cannot be trusted are errors, and failing calls change nothing:
 //! overflow from finite inputs gives `ErrorKind::NonFinite`; a steering call or a
 //! hook that fails leaves its buffer as it was; position arithmetic never wraps.
+#![allow(
+    clippy::single_range_in_vec_init,
+    clippy::reversed_empty_ranges,
+    reason = "position ranges are the data under test, empty ones included"
+)]
 
 use std::sync::Arc;
 
