@@ -255,8 +255,8 @@ enum saeplug_solver
    */
   SAEPLUG_SOLVER_MP = 0,
   /**
-   * Orthogonal matching pursuit (per-row Cholesky refits: on the CPU, also
-   * on a GPU context).
+   * Orthogonal matching pursuit (its per-row Cholesky refits run on the CPU,
+   * also on a GPU context).
    */
   SAEPLUG_SOLVER_OMP = 1,
   /**
@@ -372,7 +372,7 @@ typedef uint32_t saeplug_replace;
  * ABI major version: hosts must refuse a library whose major differs.
  *
  * 1: `saeplug_ctx_solve` runs on the context's backend and thread count (was:
- * the CPU with every core); thread counts above 1024, layers above INT32_MAX,
+ * the CPU with every core); thread counts above 256, layers above INT32_MAX,
  * positions overflowing size_t and overlapping input/output buffers are refused
  * with INVALID_ARGUMENT (were: accepted); a failing call leaves every output
  * untouched on every backend (GPU encode/decode wrote `out` pass by pass).
@@ -474,9 +474,9 @@ uint32_t saeplug_abi_version(void);
  * Create a context.
  *
  * Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
- * the CPU backend, and for the CPU parts of a GPU context (0 = all cores, at
- * most 1024); `out` receives the handle.
- * Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 1024
+ * a CPU context (0 = all cores, at most 256; checked for every backend, a GPU
+ * context does not use them); `out` receives the handle.
+ * Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 256
  * threads; UNSUPPORTED for SAEPLUG_BACKEND_GPU in a library built without GPU
  * support (AUTO then gives a CPU context); BACKEND when the GPU backend was asked
  * for and no adapter could be opened. Memory: on success `*out` owns a new
@@ -1345,9 +1345,9 @@ saeplug_status saeplug_sae_decoder_row(const saeplug_sae *sae,
  * (SAEs that normalise their input); INVALID_ARGUMENT when an output buffer
  * overlaps another buffer. On failure no output is written (BUFFER_TOO_SMALL
  * writes `*out_nnz` only).
- * Backend: runs on the context's backend with its thread count: MP and GP on
- * the GPU of a GPU context; OMP keeps its per-row Cholesky refits on the CPU
- * (the context's threads) on every backend. GPU and CPU results agree to float
+ * Backend: runs on the context's backend with its thread count: MP, GP and
+ * OMP's correlations on the GPU of a GPU context; OMP keeps its per-row
+ * Cholesky refits on the CPU (the host) on every backend. GPU and CPU results agree to float
  * rounding (supports equal, values within about 1e-4 relative).
  * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.

@@ -2,7 +2,6 @@
 
 use std::ffi::{CStr, c_char};
 
-use saeplug::solve::{SolveInfo, SolverParams};
 use saeplug::{Backend, CpuBackend, Sae, SparseCodes};
 
 use crate::enums::{code, saeplug_backend};
@@ -13,32 +12,21 @@ use crate::handle::{
 };
 use crate::sae::saeplug_sae;
 
-/// Most worker threads a context may ask for. Core's bound
-/// (`saeplug::backend::cpu::MAX_THREADS` with `CpuBackend::try_new`) replaces this
-/// when it lands; `cpu_backend` is the one place that changes.
-const MAX_THREADS: u32 = 1024;
-
-/// A CPU backend with `threads` workers (0 = all cores), refusing absurd counts
-/// before any thread is spawned.
+/// A CPU backend with `threads` workers (0 = all cores), refusing counts above
+/// `saeplug::backend::cpu::MAX_THREADS` before any thread is spawned.
 fn cpu_backend(threads: u32) -> Result<CpuBackend, FfiError> {
-    if threads > MAX_THREADS {
-        return Err(FfiError::invalid(format!(
-            "'threads' = {threads} exceeds the maximum of {MAX_THREADS} (0 = all cores)"
-        )));
-    }
-    Ok(CpuBackend::new(threads as usize))
+    CpuBackend::try_new(threads as usize).map_err(|e| {
+        let mut e = FfiError::from(e);
+        e.message = format!("'threads' = {threads}: {}", e.message);
+        e
+    })
 }
 
 /// What computes for a context.
 enum Engine {
     Cpu(CpuBackend),
-    /// A GPU backend, and the CPU backend (the context's thread count) for the
-    /// parts that stay on the CPU (OMP's per-row Cholesky refits).
     #[cfg(feature = "gpu")]
-    Gpu {
-        gpu: saeplug::WgpuBackend,
-        cpu: CpuBackend,
-    },
+    Gpu(saeplug::WgpuBackend),
 }
 
 /// A compute context: a backend and its workspaces. Owned by the caller of
@@ -60,16 +48,15 @@ impl saeplug_ctx {
                         if gpu.adapter_info().device_type
                             != saeplug::wgpu_types::DeviceType::Cpu =>
                     {
-                        Engine::Gpu { gpu, cpu }
+                        Engine::Gpu(gpu)
                     }
                     _ => Engine::Cpu(cpu),
                 }
             }
             #[cfg(feature = "gpu")]
-            saeplug_backend::Gpu => Engine::Gpu {
-                gpu: saeplug::WgpuBackend::new(saeplug::WgpuOptions::default())?,
-                cpu,
-            },
+            saeplug_backend::Gpu => {
+                Engine::Gpu(saeplug::WgpuBackend::new(saeplug::WgpuOptions::default())?)
+            }
             #[cfg(not(feature = "gpu"))]
             saeplug_backend::Auto => Engine::Cpu(cpu),
             #[cfg(not(feature = "gpu"))]
@@ -85,12 +72,13 @@ impl saeplug_ctx {
         Ok(saeplug_ctx { engine })
     }
 
-    /// The backend every compute call of this context runs on.
+    /// The backend every compute call of this context runs on (encode, decode,
+    /// solve, hooks, recording).
     pub(crate) fn backend(&self) -> &dyn Backend {
         match &self.engine {
             Engine::Cpu(cpu) => cpu,
             #[cfg(feature = "gpu")]
-            Engine::Gpu { gpu, .. } => gpu,
+            Engine::Gpu(gpu) => gpu,
         }
     }
 
@@ -98,29 +86,7 @@ impl saeplug_ctx {
         match &self.engine {
             Engine::Cpu(_) => c"cpu",
             #[cfg(feature = "gpu")]
-            Engine::Gpu { .. } => c"wgpu",
-        }
-    }
-
-    /// ITO on this context's backend and thread count: MP and GP on the GPU of a
-    /// GPU context, OMP (per-row Cholesky refits) on its CPU threads. When core's
-    /// `Backend::solve` lands this body becomes `self.backend().solve(sae, x, p)`.
-    pub(crate) fn solve(
-        &self,
-        sae: &Sae,
-        x: &[f32],
-        p: &SolverParams,
-    ) -> saeplug::Result<(SparseCodes, SolveInfo)> {
-        match &self.engine {
-            Engine::Cpu(cpu) => saeplug::solve::solve(cpu, sae, x, p),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu { cpu, .. }
-                if p.solver == saeplug::solve::Solver::OrthogonalMatchingPursuit =>
-            {
-                saeplug::solve::solve(cpu, sae, x, p)
-            }
-            #[cfg(feature = "gpu")]
-            Engine::Gpu { gpu, .. } => gpu.solve(sae, x, p),
+            Engine::Gpu(_) => c"wgpu",
         }
     }
 }
@@ -128,9 +94,9 @@ impl saeplug_ctx {
 /// Create a context.
 ///
 /// Parameters: `backend` a `saeplug_backend` value; `threads` worker threads for
-/// the CPU backend, and for the CPU parts of a GPU context (0 = all cores, at
-/// most 1024); `out` receives the handle.
-/// Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 1024
+/// a CPU context (0 = all cores, at most 256; checked for every backend, a GPU
+/// context does not use them); `out` receives the handle.
+/// Returns: OK; INVALID_ARGUMENT for an unknown backend or more than 256
 /// threads; UNSUPPORTED for SAEPLUG_BACKEND_GPU in a library built without GPU
 /// support (AUTO then gives a CPU context); BACKEND when the GPU backend was asked
 /// for and no adapter could be opened. Memory: on success `*out` owns a new

@@ -211,8 +211,8 @@ u32_enum! {
     pub enum saeplug_solver {
         /// Matching pursuit.
         Mp = 0,
-        /// Orthogonal matching pursuit (per-row Cholesky refits: on the CPU, also
-        /// on a GPU context).
+        /// Orthogonal matching pursuit (its per-row Cholesky refits run on the CPU,
+        /// also on a GPU context).
         Omp = 1,
         /// Gradient pursuit with the exact line-search step.
         Gp = 2,

@@ -35,7 +35,7 @@ pub use solve::*;
 /// ABI major version: hosts must refuse a library whose major differs.
 ///
 /// 1: `saeplug_ctx_solve` runs on the context's backend and thread count (was:
-/// the CPU with every core); thread counts above 1024, layers above INT32_MAX,
+/// the CPU with every core); thread counts above 256, layers above INT32_MAX,
 /// positions overflowing size_t and overlapping input/output buffers are refused
 /// with INVALID_ARGUMENT (were: accepted); a failing call leaves every output
 /// untouched on every backend (GPU encode/decode wrote `out` pass by pass).

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use saeplug::Sae;
-use saeplug::hook::Recorder;
+use saeplug::record::Recorder;
 
 use crate::ctx::saeplug_ctx;
 use crate::error::{FfiError, saeplug_status};

@@ -23,9 +23,9 @@ use crate::sae::saeplug_sae;
 /// (SAEs that normalise their input); INVALID_ARGUMENT when an output buffer
 /// overlaps another buffer. On failure no output is written (BUFFER_TOO_SMALL
 /// writes `*out_nnz` only).
-/// Backend: runs on the context's backend with its thread count: MP and GP on
-/// the GPU of a GPU context; OMP keeps its per-row Cholesky refits on the CPU
-/// (the context's threads) on every backend. GPU and CPU results agree to float
+/// Backend: runs on the context's backend with its thread count: MP, GP and
+/// OMP's correlations on the GPU of a GPU context; OMP keeps its per-row
+/// Cholesky refits on the CPU (the host) on every backend. GPU and CPU results agree to float
 /// rounding (supports equal, values within about 1e-4 relative).
 /// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
         let mut p = SolverParams::new(s.into(), k_max as usize);
         p.nonnegative = nonnegative != 0;
         p.tol = tol;
-        let (codes, info) = ctx.solve(sae, x, &p)?;
+        let (codes, info) = ctx.backend().solve(sae, x, &p)?;
         write_csr(&codes, offs, idx, val, nnz_out)?;
         if let Some(it) = it {
             it.copy_from_slice(&info.iters);

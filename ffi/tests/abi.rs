@@ -88,7 +88,10 @@ fn null_pointers_and_bad_arguments_are_errors_with_messages() {
             CStr::from_ptr(saeplug_status_str(saeplug_status::InvalidArgument as u32))
         );
         assert_eq!(saeplug_status::try_from(9999), Err(9999));
-        assert_eq!(saeplug_status::try_from(107), Ok(saeplug_status::FileChanged));
+        assert_eq!(
+            saeplug_status::try_from(107),
+            Ok(saeplug_status::FileChanged)
+        );
         assert_eq!(saeplug_abi_version() >> 16, SAEPLUG_ABI_VERSION_MAJOR);
         // Hooks validate features and kinds.
         let mut hook = null_mut();
