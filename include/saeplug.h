@@ -8,10 +8,24 @@
  *  - Every fallible function returns saeplug_status; SAEPLUG_STATUS_OK is 0.
  *    On failure a message is stored in a thread-local buffer, readable with
  *    saeplug_last_error_message() until the next failing call on that thread.
- *  - Out-parameters are written only on success.
+ *  - Out-parameters are written only on success, on every backend: results
+ *    are computed into the library's own memory and copied out at the end, so
+ *    a failing call leaves the caller's buffers (and a hooked `x`) as they were.
+ *    The one exception: BUFFER_TOO_SMALL writes the needed size.
  *  - Buffers are (pointer, length in elements); (NULL, 0) is an empty buffer,
- *    (NULL, n > 0) is an error; float buffers must be 4-byte aligned.
- *  - No Rust panic crosses this boundary: it becomes SAEPLUG_STATUS_PANIC.
+ *    (NULL, n > 0) is an error; float buffers must be 4-byte aligned. An output
+ *    buffer may not overlap any other buffer of the same call (no in-place
+ *    encode/decode): INVALID_ARGUMENT, the message naming both parameters.
+ *  - Kinds (backend, solver, edit kind, positions, replace mode) are the enums
+ *    below; functions receive them as uint32_t and refuse unknown values with
+ *    INVALID_ARGUMENT naming the parameter and the value.
+ *  - Every compute call runs on its context's backend and thread count. On a
+ *    GPU context, OMP keeps its per-row Cholesky refits on the CPU.
+ *  - A library built without GPU support (saeplug-ffi's `gpu` cargo feature
+ *    off) refuses SAEPLUG_BACKEND_GPU with UNSUPPORTED; AUTO gives the CPU.
+ *  - No Rust panic crosses this boundary: it becomes SAEPLUG_STATUS_PANIC
+ *    (getters and frees, which return no status, return their fallback and
+ *    store the panic's message as the last error).
  *  - A saeplug_sae is immutable after open and may be shared by any number of
  *    threads; a saeplug_ctx must be used by one thread at a time.
  *
@@ -581,7 +595,9 @@ saeplug_status saeplug_ctx_encode(saeplug_ctx *ctx,
  * `n_rows + 1` entries; `indices` and `values` have `capacity` entries each;
  * `out_nnz` receives the number of nonzeros.
  * Returns: OK; BUFFER_TOO_SMALL when the nonzeros exceed `capacity` (the needed
- * capacity is written to `*out_nnz`, nothing else); other errors as for encode.
+ * capacity is written to `*out_nnz`, nothing else); INVALID_ARGUMENT when an
+ * output overlaps `x` or another output; other errors as for encode (no
+ * output written).
  * Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
  *
  * Example:
@@ -622,7 +638,9 @@ saeplug_status saeplug_ctx_encode_sparse(saeplug_ctx *ctx,
  * SAEs that normalise their input (layer_norm, constant_norm_rescale) need the
  * per-row statistics of the encode: use `saeplug_ctx_reconstruct` for them
  * (this call returns INVALID_ARGUMENT).
- * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes), MISALIGNED.
+ * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes, `f`
+ * and `out` overlapping: no in-place decode), MISALIGNED. On failure `out` is
+ * untouched.
  * Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
  *
  * Example:
@@ -652,7 +670,8 @@ saeplug_status saeplug_ctx_decode(saeplug_ctx *ctx,
  * O(nnz * d_in). `nnz` is the length of `indices` and `values`;
  * `row_offsets` has `n_rows + 1` entries. Normalising SAEs: see `saeplug_ctx_decode`.
  * Returns: OK; NULL_POINTER, INVALID_ARGUMENT (offsets, indices >= d_sae,
- * lengths, non-finite values), MISALIGNED.
+ * lengths, non-finite values, `out` overlapping an input), MISALIGNED. On
+ * failure `out` is untouched.
  * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
  *
@@ -687,7 +706,8 @@ saeplug_status saeplug_ctx_decode_sparse(saeplug_ctx *ctx,
 /**
  * Reconstruction `out = decode(encode(x))`, with the SAE's normalisation undone
  * per row. Lengths: `x_len == out_len == n_rows * d_in`.
- * Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
+ * Returns: as for `saeplug_ctx_encode` (`x` and `out` may not overlap).
+ * Thread safety: as for `saeplug_ctx_encode`.
  * Memory: nothing retained after the call.
  *
  * Example:
@@ -701,6 +721,8 @@ saeplug_status saeplug_ctx_decode_sparse(saeplug_ctx *ctx,
  *     norm += x[j] * x[j];
  * }
  * printf("relative squared reconstruction error %.3f\n", err / norm);
+ * // In place (out overlapping x) is refused, naming both buffers.
+ * assert(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, x, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
  * ```
  *
  * # Safety

@@ -281,7 +281,9 @@ pub unsafe extern "C" fn saeplug_ctx_encode(
 /// `n_rows + 1` entries; `indices` and `values` have `capacity` entries each;
 /// `out_nnz` receives the number of nonzeros.
 /// Returns: OK; BUFFER_TOO_SMALL when the nonzeros exceed `capacity` (the needed
-/// capacity is written to `*out_nnz`, nothing else); other errors as for encode.
+/// capacity is written to `*out_nnz`, nothing else); INVALID_ARGUMENT when an
+/// output overlaps `x` or another output; other errors as for encode (no
+/// output written).
 /// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
 ///
 /// Example:
@@ -351,7 +353,9 @@ pub unsafe extern "C" fn saeplug_ctx_encode_sparse(
 /// SAEs that normalise their input (layer_norm, constant_norm_rescale) need the
 /// per-row statistics of the encode: use `saeplug_ctx_reconstruct` for them
 /// (this call returns INVALID_ARGUMENT).
-/// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes), MISALIGNED.
+/// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (lengths, non-finite codes, `f`
+/// and `out` overlapping: no in-place decode), MISALIGNED. On failure `out` is
+/// untouched.
 /// Memory: nothing retained. Thread safety: as for `saeplug_ctx_encode`.
 ///
 /// Example:
@@ -390,7 +394,8 @@ pub unsafe extern "C" fn saeplug_ctx_decode(
 /// O(nnz * d_in). `nnz` is the length of `indices` and `values`;
 /// `row_offsets` has `n_rows + 1` entries. Normalising SAEs: see `saeplug_ctx_decode`.
 /// Returns: OK; NULL_POINTER, INVALID_ARGUMENT (offsets, indices >= d_sae,
-/// lengths, non-finite values), MISALIGNED.
+/// lengths, non-finite values, `out` overlapping an input), MISALIGNED. On
+/// failure `out` is untouched.
 /// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
 ///
@@ -457,7 +462,8 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
 
 /// Reconstruction `out = decode(encode(x))`, with the SAE's normalisation undone
 /// per row. Lengths: `x_len == out_len == n_rows * d_in`.
-/// Returns: as for `saeplug_ctx_encode`. Thread safety: as for `saeplug_ctx_encode`.
+/// Returns: as for `saeplug_ctx_encode` (`x` and `out` may not overlap).
+/// Thread safety: as for `saeplug_ctx_encode`.
 /// Memory: nothing retained after the call.
 ///
 /// Example:
@@ -471,6 +477,8 @@ pub unsafe extern "C" fn saeplug_ctx_decode_sparse(
 ///     norm += x[j] * x[j];
 /// }
 /// printf("relative squared reconstruction error %.3f\n", err / norm);
+/// // In place (out overlapping x) is refused, naming both buffers.
+/// assert(saeplug_ctx_reconstruct(ctx, sae, x, 64, 1, x, 64) == SAEPLUG_STATUS_INVALID_ARGUMENT);
 /// ```
 ///
 /// # Safety

@@ -295,9 +295,33 @@ static void gpu_solve_equals_cpu(saeplug_ctx *gpu, saeplug_sae *sae) {
             if (e > worst) worst = e;
         }
         CHECK(worst <= 1e-4f, "solver %u: GPU codes differ from CPU by %g (relative)", solvers[s], (double)worst);
+        CHECK(nnz[0] > 0, "solver %u found no features", solvers[s]);
         for (size_t r = 0; r < N; r++)
             CHECK(fabsf(res[0][r] - res[1][r]) <= 1e-4f * (1.0f + res[0][r]), "solver %u row %zu residual %g vs %g",
                   solvers[s], r, (double)res[0][r], (double)res[1][r]);
+    }
+    /* A hook whose activations come from a solver runs on the context's backend too. */
+    {
+        saeplug_hook *hook = NULL;
+        float y[2][N * D];
+        saeplug_ctx *on[2] = {cpu, gpu};
+        CHECK(saeplug_hook_new(sae, 0, &hook) == SAEPLUG_STATUS_OK, "hook");
+        CHECK(saeplug_hook_set_solver(hook, SAEPLUG_SOLVER_GP, K) == SAEPLUG_STATUS_OK, "set_solver");
+        CHECK(saeplug_hook_add_edit(hook, SAEPLUG_EDIT_KIND_CLAMP, 7, 4.0f) == SAEPLUG_STATUS_OK, "clamp");
+        for (int b = 0; b < 2; b++) {
+            memcpy(y[b], x, sizeof x);
+            CHECK(saeplug_ctx_hook_apply(on[b], hook, y[b], N * D, N, 0) == SAEPLUG_STATUS_OK, "hook on %s: %s",
+                  saeplug_ctx_backend_name(on[b]), last());
+        }
+        float worst = 0.0f, moved = 0.0f;
+        for (size_t i = 0; i < N * D; i++) {
+            float e = fabsf(y[0][i] - y[1][i]) / (1.0f + fabsf(y[0][i]));
+            if (e > worst) worst = e;
+            if (fabsf(y[0][i] - x[i]) > moved) moved = fabsf(y[0][i] - x[i]);
+        }
+        CHECK(moved > 1e-3f, "the clamp did not move x");
+        CHECK(worst <= 1e-4f, "solver-sourced hook: GPU differs from CPU by %g (relative)", (double)worst);
+        saeplug_hook_free(hook);
     }
     saeplug_ctx_free(cpu);
 }
