@@ -25,8 +25,9 @@ fn cpu_backend(threads: u32) -> Result<CpuBackend, FfiError> {
 /// What computes for a context.
 enum Engine {
     Cpu(CpuBackend),
+    /// Boxed: the GPU backend is large and a context is made once.
     #[cfg(feature = "gpu")]
-    Gpu(saeplug::WgpuBackend),
+    Gpu(Box<saeplug::WgpuBackend>),
 }
 
 /// A compute context: a backend and its workspaces. Owned by the caller of
@@ -48,15 +49,15 @@ impl saeplug_ctx {
                         if gpu.adapter_info().device_type
                             != saeplug::wgpu_types::DeviceType::Cpu =>
                     {
-                        Engine::Gpu(gpu)
+                        Engine::Gpu(Box::new(gpu))
                     }
                     _ => Engine::Cpu(cpu),
                 }
             }
             #[cfg(feature = "gpu")]
-            saeplug_backend::Gpu => {
-                Engine::Gpu(saeplug::WgpuBackend::new(saeplug::WgpuOptions::default())?)
-            }
+            saeplug_backend::Gpu => Engine::Gpu(Box::new(saeplug::WgpuBackend::new(
+                saeplug::WgpuOptions::default(),
+            )?)),
             #[cfg(not(feature = "gpu"))]
             saeplug_backend::Auto => Engine::Cpu(cpu),
             #[cfg(not(feature = "gpu"))]
@@ -78,7 +79,7 @@ impl saeplug_ctx {
         match &self.engine {
             Engine::Cpu(cpu) => cpu,
             #[cfg(feature = "gpu")]
-            Engine::Gpu(gpu) => gpu,
+            Engine::Gpu(gpu) => &**gpu,
         }
     }
 
