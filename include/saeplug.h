@@ -562,7 +562,9 @@ void saeplug_ctx_free(saeplug_ctx *ctx);
  * (NaN/inf in `x`);
  * INVALID_ARGUMENT when `x` and `out` overlap. On failure `out` is untouched (the
  * result is computed into scratch memory first, on every backend).
- * Memory: nothing is retained after the call. Thread safety: `ctx` by one thread
+ * Memory: the result is computed into a scratch buffer the size of `out`
+ * (allocated for the call), then copied; nothing is retained after the call.
+ * Thread safety: `ctx` by one thread
  * at a time; `sae` may be shared.
  *
  * Example:
