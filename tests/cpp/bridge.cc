@@ -46,6 +46,30 @@ int main(int argc, char **argv) {
             fails++;
         } catch (const rust::Error &) {
         }
+        // Bounds and overlap: thrown, nothing written.
+        try {
+            saeplug::new_context(size_t(1) << 30);
+            fails++;
+        } catch (const rust::Error &e) {
+            fails += std::string(e.what()).find("threads") == std::string::npos;
+        }
+        try {
+            saeplug::new_hook(*sae, 0xffffffffu);
+            fails++;
+        } catch (const rust::Error &e) {
+            fails += std::string(e.what()).find("'layer'") == std::string::npos;
+        }
+        {
+            std::vector<float> buf(d + m, 0.5f);
+            auto keep = buf;
+            try {
+                ctx->reconstruct(*sae, rust::Slice<const float>(buf.data(), d), rust::Slice<float>(buf.data(), d));
+                fails++;
+            } catch (const rust::Error &e) {
+                fails += std::string(e.what()).find("overlap") == std::string::npos;
+            }
+            fails += buf != keep;
+        }
     } catch (const std::exception &e) {
         std::cerr << "unexpected: " << e.what() << "\n";
         return 1;

@@ -44,17 +44,21 @@ mod ffi {
         fn d_in(self: &Sae) -> usize;
         fn d_sae(self: &Sae) -> usize;
 
-        /// A CPU context with `threads` threads (0 = all cores).
-        fn new_context(threads: usize) -> Box<Context>;
-        /// Dense encode: `out.len() == rows * d_sae`.
+        /// A CPU context with `threads` threads (0 = all cores; more than the
+        /// CPU backend's maximum throws).
+        fn new_context(threads: usize) -> Result<Box<Context>>;
+        /// Dense encode: `out.len() == rows * d_sae`. `x` and `out` may not
+        /// overlap (throws); on error `out` is untouched.
         fn encode(self: &Context, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<()>;
-        /// Decode + denormalise: `out.len() == rows * d_in`.
+        /// Decode + denormalise: `out.len() == rows * d_in`. `x` and `out` may
+        /// not overlap (throws); on error `out` is untouched.
         fn reconstruct(self: &Context, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<()>;
         /// Apply a hook in place; the first row is at absolute position `pos0`.
         fn apply(self: &Context, hook: &Hook, x: &mut [f32], pos0: usize) -> Result<()>;
 
-        /// A hook on `layer`, all positions, no edits.
-        fn new_hook(sae: &Sae, layer: u32) -> Box<Hook>;
+        /// A hook on `layer`, all positions, no edits (a layer above INT32_MAX,
+        /// a negative int converted, throws).
+        fn new_hook(sae: &Sae, layer: u32) -> Result<Box<Hook>>;
         fn clamp(self: &mut Hook, feature: usize, value: f32) -> Result<()>;
         fn ablate(self: &mut Hook, feature: usize) -> Result<()>;
         fn add_feature(self: &mut Hook, feature: usize, coef: f32) -> Result<()>;
@@ -75,25 +79,56 @@ impl Sae {
     }
 }
 
-fn new_context(threads: usize) -> Box<Context> {
-    Box::new(Context(saeplug::CpuBackend::new(threads)))
+fn new_context(threads: usize) -> Result<Box<Context>, saeplug::Error> {
+    Ok(Box::new(Context(saeplug::CpuBackend::try_new(threads)?)))
+}
+
+/// Refuse an output that overlaps the input (C++ may pass views of one buffer),
+/// then compute into scratch memory and copy into `out` only on success.
+fn write_last(
+    x: &[f32],
+    out: &mut [f32],
+    compute: impl FnOnce(&mut [f32]) -> Result<(), saeplug::Error>,
+) -> Result<(), saeplug::Error> {
+    let xs = x.as_ptr_range();
+    let os = out.as_ptr_range();
+    if !x.is_empty() && !out.is_empty() && xs.start < os.end && os.start < xs.end {
+        return Err(saeplug::Error::InvalidArgument(
+            "'x' and 'out' overlap: use a separate output buffer".into(),
+        ));
+    }
+    let mut scratch = vec![0.0f32; out.len()];
+    compute(&mut scratch)?;
+    out.copy_from_slice(&scratch);
+    Ok(())
 }
 
 impl Context {
     fn encode(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<(), saeplug::Error> {
-        self.0.encode(&sae.0, x, out).map(|_| ())
+        write_last(x, out, |o| self.0.encode(&sae.0, x, o).map(|_| ()))
     }
     fn reconstruct(&self, sae: &Sae, x: &[f32], out: &mut [f32]) -> Result<(), saeplug::Error> {
-        let codes = self.0.encode_sparse(&sae.0, x)?;
-        self.0.decode_sparse(&sae.0, &codes, out)
+        write_last(x, out, |o| {
+            let codes = self.0.encode_sparse(&sae.0, x)?;
+            self.0.decode_sparse(&sae.0, &codes, o)
+        })
     }
     fn apply(&self, hook: &Hook, x: &mut [f32], pos0: usize) -> Result<(), saeplug::Error> {
         hook.0.apply(&self.0, x, pos0)
     }
 }
 
-fn new_hook(sae: &Sae, layer: u32) -> Box<Hook> {
-    Box::new(Hook(saeplug::hook::Hook::new(Arc::clone(&sae.0), layer)))
+fn new_hook(sae: &Sae, layer: u32) -> Result<Box<Hook>, saeplug::Error> {
+    if layer > i32::MAX as u32 {
+        return Err(saeplug::Error::InvalidArgument(format!(
+            "'layer' = {layer} is out of range (at most {}; a negative int converted?)",
+            i32::MAX
+        )));
+    }
+    Ok(Box::new(Hook(saeplug::hook::Hook::new(
+        Arc::clone(&sae.0),
+        layer,
+    ))))
 }
 
 impl Hook {
