@@ -24,6 +24,7 @@
 
 mod dispatch;
 mod ito;
+mod workspace;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -118,8 +119,35 @@ pub(crate) struct GpuSae {
     dec_t: std::sync::OnceLock<Vec<(usize, usize, wgpu::Buffer)>>,
 }
 
+impl Drop for GpuSae {
+    /// Free the device memory now: workspaces may still cache bind groups that
+    /// name these buffers (they are never used again, as no new call binds them).
+    fn drop(&mut self) {
+        let chunks = self
+            .enc
+            .iter()
+            .chain(&self.dec)
+            .chain(self.dec_t.get().into_iter().flatten());
+        for (_, _, b) in chunks {
+            b.destroy();
+        }
+        for b in [
+            &self.b_enc,
+            &self.aux,
+            &self.aux2,
+            &self.b_dec,
+            &self.inv_norm,
+        ] {
+            b.destroy();
+        }
+    }
+}
+
 /// The wgpu backend. `Send + Sync`: calls from several threads are serialised
-/// by wgpu's queue.
+/// by wgpu's queue. Each call checks a workspace (storage, staging and uniform
+/// buffers and bind groups, kept between calls and grown on demand) out of a pool,
+/// so a repeated call of the same shape creates no device objects; buffers over
+/// 64 MiB are released after the call that needed them.
 ///
 /// ```
 /// # fn main() -> saeplug::Result<()> {
@@ -145,8 +173,12 @@ pub struct WgpuBackend {
     pub(crate) max_groups: u32,
     /// Encoder weights stored as f16 (SHADER_F16 kernels).
     pub(crate) f16: bool,
+    /// Offset between uniform slots (the adapter's uniform offset alignment).
+    pub(crate) uniform_align: u64,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     saes: Mutex<HashMap<u64, Arc<GpuSae>>>,
+    /// Idle workspaces; a call takes one (or makes one) and puts it back on success.
+    pool: Mutex<Vec<workspace::Workspace>>,
     pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
 }
 
@@ -243,8 +275,12 @@ impl WgpuBackend {
             f16: opts.f16_weights,
             max_chunk,
             max_groups: limits.max_compute_workgroups_per_dimension,
+            uniform_align: (limits.min_uniform_buffer_offset_alignment as u64)
+                .max(size_of::<Params>() as u64)
+                .next_power_of_two(),
             pipelines: Mutex::default(),
             saes: Mutex::default(),
+            pool: Mutex::default(),
             uncaptured,
         })
     }
@@ -361,6 +397,31 @@ impl WgpuBackend {
     /// ```
     pub fn evict(&self, sae: &Sae) {
         lock(&self.saes).remove(&sae.id());
+    }
+
+    /// Free the device memory kept between calls (storage, staging and uniform
+    /// buffers and bind groups); uploaded weights stay. The next call creates what
+    /// it needs again.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let big = vec![0.5; 4096 * 16];
+    /// gpu.encode_sparse(&sae, &big)?; // grows the workspace for 4096 rows
+    /// gpu.release_workspaces(); // a long-lived host gives that memory back
+    /// assert_eq!(gpu.encode_sparse(&sae, &big[..16])?.n_rows(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn release_workspaces(&self) {
+        lock(&self.pool).clear();
     }
 
     /// Width (columns) of `[d, ds]` column chunks under the binding limit.
@@ -537,16 +598,21 @@ impl Backend for WgpuBackend {
             return Ok(denorm);
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.encode_rows(sae, &g, &xc, out))?;
+        let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        out.copy_from_slice(done.host());
         Ok(denorm)
     }
 
     fn encode_sparse(&self, sae: &Sae, x: &[f32]) -> Result<SparseCodes> {
         let n = rows_of(sae, x)?;
         let ds = sae.d_sae();
-        let mut dense = vec![0.0f32; n * ds];
-        let denorm = self.encode(sae, x, &mut dense)?;
-        Ok(SparseCodes::from_dense(&dense, ds, denorm))
+        let (xc, denorm) = preprocess(sae, x, n)?;
+        if n == 0 {
+            return Ok(SparseCodes::from_dense(&[], ds, denorm));
+        }
+        let g = self.gpu_sae(sae)?;
+        let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        Ok(SparseCodes::from_dense(done.host(), ds, denorm))
     }
 
     fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()> {
@@ -556,8 +622,12 @@ impl Backend for WgpuBackend {
             return Ok(());
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.decode_rows(sae, &g, f, out))?;
-        crate::backend::apply_denorm(out, d, denorm);
+        let done = self.call(|c| {
+            self.decode_rows(c, sae, &g, f)?;
+            crate::backend::apply_denorm(c.host(), d, denorm);
+            Ok(())
+        })?;
+        out.copy_from_slice(done.host());
         Ok(())
     }
 
@@ -570,8 +640,12 @@ impl Backend for WgpuBackend {
             return Ok(());
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.decode_sparse_rows(sae, &g, codes, out))?;
-        crate::backend::apply_denorm(out, sae.d_in(), &codes.denorm);
+        let done = self.call(|c| {
+            self.decode_sparse_rows(c, sae, &g, codes)?;
+            crate::backend::apply_denorm(c.host(), sae.d_in(), &codes.denorm);
+            Ok(())
+        })?;
+        out.copy_from_slice(done.host());
         Ok(())
     }
 
@@ -587,6 +661,9 @@ impl Backend for WgpuBackend {
         if n == 0 || edits.is_empty() {
             return Ok(());
         }
-        self.scoped(|| self.steer_rows(sae, x, edits, rows))
+        let g = self.gpu_sae(sae)?;
+        let done = self.call(|c| self.steer_rows(c, sae, &g, x, edits, rows))?;
+        x.copy_from_slice(done.host());
+        Ok(())
     }
 }

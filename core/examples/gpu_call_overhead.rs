@@ -1,0 +1,68 @@
+//! Per-call time of the wgpu backend at batch 1: dense encode, dense decode, and a
+//! steering hook (one clamped feature) on a small and a medium SAE. At batch 1 the
+//! arithmetic is tiny, so this measures the fixed cost of a call (buffers, bind
+//! groups, submission, read-back).
+//!
+//! `cargo run --release -p saeplug --example gpu_call_overhead [-- ITERS]`
+//! (`SAEPLUG_ADAPTER=llvmpipe` picks lavapipe). Prints one line per measurement:
+//! `shape op median_us mean_us`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use saeplug::hook::Hook;
+use saeplug::steer::Edit;
+use saeplug::synthetic::{Rng, random_sae};
+use saeplug::{Architecture, Backend, WgpuBackend, WgpuOptions};
+
+fn time(iters: usize, mut f: impl FnMut() -> saeplug::Result<()>) -> saeplug::Result<(f64, f64)> {
+    for _ in 0..3 {
+        f()?; // warm-up: uploads, pipelines, first-use buffers
+    }
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    t.sort_by(f64::total_cmp);
+    let mean = t.iter().sum::<f64>() / t.len() as f64;
+    Ok((t[t.len() / 2], mean))
+}
+
+fn main() -> saeplug::Result<()> {
+    let iters = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200usize)
+        .max(1);
+    let gpu = WgpuBackend::new(WgpuOptions::default())?;
+    let info = gpu.adapter_info();
+    println!(
+        "adapter: {} ({:?}), {iters} calls each",
+        info.name, info.device_type
+    );
+    for (d, ds) in [(64, 512), (512, 4096)] {
+        let sae = Arc::new(random_sae(d, ds, Architecture::Standard, 1)?);
+        let x = Rng::new(2).normal_vec(d, 1.0);
+        let mut f = vec![0.0f32; ds];
+        let mut r = vec![0.0f32; d];
+        let shape = format!("d_in {d} d_sae {ds}");
+        let (m, a) = time(iters, || gpu.encode(&sae, &x, &mut f).map(|_| ()))?;
+        println!("{shape} encode {m:.0} {a:.0}");
+        let (m, a) = time(iters, || gpu.decode(&sae, &f, &[], &mut r))?;
+        println!("{shape} decode {m:.0} {a:.0}");
+        let mut hook = Hook::new(Arc::clone(&sae), 0);
+        hook.edits = vec![Edit::Clamp {
+            feature: 3,
+            value: 2.0,
+        }];
+        let mut y = x.clone();
+        let (m, a) = time(iters, || {
+            y.copy_from_slice(&x);
+            hook.apply(&gpu, &mut y, 0)
+        })?;
+        println!("{shape} steer_clamp {m:.0} {a:.0}");
+    }
+    Ok(())
+}
