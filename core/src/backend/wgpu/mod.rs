@@ -667,3 +667,178 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{Rng, random_sae};
+
+    /// The backend, or `None` (loudly) without an adapter when
+    /// `SAEPLUG_ALLOW_NO_GPU=1`; otherwise a missing adapter fails the test.
+    fn gpu(opts: WgpuOptions) -> Option<WgpuBackend> {
+        match WgpuBackend::new(opts) {
+            Ok(g) => Some(g),
+            Err(e) if std::env::var("SAEPLUG_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+                eprintln!(
+                    "NO GPU ADAPTER ({e}); SAEPLUG_ALLOW_NO_GPU=1 set, this test checks nothing"
+                );
+                None
+            }
+            Err(e) => panic!("no GPU adapter: {e} (or set SAEPLUG_ALLOW_NO_GPU=1)"),
+        }
+    }
+
+    /// One of each call the backend makes: encode, sparse encode, both decodes,
+    /// steering and GP/MP solves, on `rows` rows.
+    fn every_call(g: &WgpuBackend, sae: &Sae, rows: usize) {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let x = Rng::new(rows as u64).normal_vec(rows * d, 1.0);
+        let mut f = vec![0.0; rows * ds];
+        let dn = g.encode(sae, &x, &mut f).unwrap();
+        let codes = g.encode_sparse(sae, &x).unwrap();
+        let mut r = vec![0.0; rows * d];
+        g.decode(sae, &f, &dn, &mut r).unwrap();
+        g.decode_sparse(sae, &codes, &mut r).unwrap();
+        let edits = [
+            Edit::Clamp {
+                feature: 3,
+                value: 2.0,
+            },
+            Edit::AddFeature {
+                feature: 5,
+                coef: 1.0,
+            },
+        ];
+        let mut y = x.clone();
+        g.steer(sae, &mut y, &edits, None).unwrap();
+        for solver in [
+            crate::solve::Solver::GradientPursuit,
+            crate::solve::Solver::MatchingPursuit,
+        ] {
+            g.solve(sae, &x, &crate::solve::SolverParams::new(solver, 3))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn repeated_calls_create_no_buffers_or_bind_groups() {
+        // A 4 KiB chunk cap: several weight chunks, so several dispatches per pass.
+        let Some(g) = gpu(WgpuOptions {
+            max_chunk_bytes: Some(4096),
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let sae = random_sae(16, 200, Architecture::Standard, 1).unwrap();
+        every_call(&g, &sae, 1);
+        let warm = g.workspace_creations();
+        assert!(warm > 0, "the first calls create the workspace");
+        for _ in 0..3 {
+            every_call(&g, &sae, 1);
+        }
+        assert_eq!(
+            g.workspace_creations(),
+            warm,
+            "a repeated batch-1 call created device objects"
+        );
+        // A larger batch grows the workspace once; the batch-1 calls stay free after it.
+        every_call(&g, &sae, 7);
+        let grown = g.workspace_creations();
+        assert!(grown > warm);
+        every_call(&g, &sae, 7);
+        every_call(&g, &sae, 1);
+        every_call(&g, &sae, 1);
+        let settled = g.workspace_creations();
+        every_call(&g, &sae, 1);
+        every_call(&g, &sae, 7);
+        assert_eq!(g.workspace_creations(), settled);
+        // Released workspaces are created again on demand.
+        g.release_workspaces();
+        assert_eq!(g.workspace_creations(), 0);
+        every_call(&g, &sae, 1);
+        assert!(g.workspace_creations() > 0);
+    }
+
+    #[test]
+    fn concurrent_calls_each_get_a_workspace() {
+        let Some(g) = gpu(WgpuOptions::default()) else {
+            return;
+        };
+        let sae = random_sae(24, 96, Architecture::JumpRelu, 2).unwrap();
+        let x = Rng::new(3).normal_vec(3 * 24, 1.0);
+        let mut want = vec![0.0; 3 * 96];
+        crate::CpuBackend::new(1)
+            .encode(&sae, &x, &mut want)
+            .unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let mut f = vec![0.0; 3 * 96];
+                        g.encode(&sae, &x, &mut f).unwrap();
+                        let e = f
+                            .iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max);
+                        assert!(e <= 1e-4, "concurrent encode differs by {e}");
+                    }
+                });
+            }
+        });
+    }
+
+    /// A wgpu error reported while a call runs (here injected into the
+    /// uncaptured-error slot, as the device's callback would) fails the call, and
+    /// the caller's outputs keep what they held. The calls take several row passes
+    /// (a 4 KiB binding cap), so a backend writing pass by pass would be caught.
+    #[test]
+    fn failed_calls_leave_outputs_untouched() {
+        let Some(g) = gpu(WgpuOptions {
+            max_chunk_bytes: Some(4096),
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let sae = random_sae(8, 512, Architecture::Standard, 4).unwrap();
+        let (d, ds, rows) = (8, 512, 5); // 2 rows per pass: 3 passes
+        let x = Rng::new(5).normal_vec(rows * d, 1.0);
+        let codes = g.encode_sparse(&sae, &x).unwrap(); // uploads the weights
+        let dense = codes.to_dense();
+        let inject = || *lock(&g.uncaptured) = Some("injected device error".into());
+        let sentinel = 7.25f32;
+        let untouched = |v: &[f32]| v.iter().all(|a| *a == sentinel);
+
+        let mut f = vec![sentinel; rows * ds];
+        inject();
+        let e = g.encode(&sae, &x, &mut f).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Backend, "{e}");
+        assert!(untouched(&f), "a failed encode wrote its output");
+        g.encode(&sae, &x, &mut f).unwrap();
+        assert!(!untouched(&f), "encode without the fault writes the output");
+
+        let mut r = vec![sentinel; rows * d];
+        inject();
+        assert!(g.decode(&sae, &dense, &[], &mut r).is_err());
+        assert!(untouched(&r), "a failed decode wrote its output");
+        inject();
+        assert!(g.decode_sparse(&sae, &codes, &mut r).is_err());
+        assert!(untouched(&r), "a failed sparse decode wrote its output");
+        g.decode_sparse(&sae, &codes, &mut r).unwrap();
+        assert!(!untouched(&r));
+
+        let mut y = vec![sentinel; rows * d];
+        let edits = [
+            Edit::AddFeature {
+                feature: 1,
+                coef: 3.0,
+            },
+            Edit::Ablate { feature: 2 },
+        ];
+        inject();
+        assert!(g.steer(&sae, &mut y, &edits, None).is_err());
+        assert!(untouched(&y), "a failed steer changed x");
+        g.steer(&sae, &mut y, &edits, None).unwrap();
+        assert!(!untouched(&y));
+    }
+}
