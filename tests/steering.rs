@@ -7,9 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use saeplug::hook::{
-    Hook, Positions, Recorder, Replace, decompose_actadd, decompose_vector, filter, recompose,
-};
+use saeplug::decompose::{decompose_actadd, decompose_vector, filter, recompose};
+use saeplug::hook::{Hook, Positions, Replace};
+use saeplug::record::Recorder;
 use saeplug::solve::{Solver, SolverParams};
 use saeplug::steer::Edit;
 use saeplug::synthetic::{random_sae, sparse_data};
@@ -142,7 +142,7 @@ fn decomposition_filter_and_recompose() {
     let v = recompose(&sae, &feats);
     let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 3);
     p.nonnegative = false;
-    let d = decompose_vector(&sae, &v, &p).unwrap();
+    let d = decompose_vector(&CpuBackend::new(1), &sae, &v, &p).unwrap();
     assert!(
         d.cosine > 0.9999 && d.rel_error < 1e-3,
         "{} {}",

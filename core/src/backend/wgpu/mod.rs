@@ -33,11 +33,14 @@ use std::task::{Context, Poll, Waker};
 
 use saeplug_shaders::Kernel;
 
-use crate::backend::cpu::encode::preprocess;
-use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, rows_of};
+use crate::backend::edits::{
+    apply_with, check_finite_output, code_value, gather_rows, scatter_rows, selected_rows,
+    validate_edits,
+};
+use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, preprocess, rows_of};
 use crate::error::{Error, Result};
+use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::{Architecture, EncLayout, Sae, TopKOrder};
-use crate::steer::Edit;
 
 /// The uniform every kernel binds at binding 0 (mirror of `common/params.wgsl`).
 #[repr(C)]
@@ -562,17 +565,14 @@ impl WgpuBackend {
         r
     }
 
-    fn check_edits(&self, sae: &Sae, edits: &[Edit]) -> Result<()> {
-        if matches!(sae.config().architecture, Architecture::TopK { .. })
-            && edits
+    /// Whether the steering kernels can compute these edits' activations: top-k
+    /// SAEs need the row's k-th value for clamp/ablate/scale, so those rows are
+    /// encoded whole instead.
+    fn kernels_steer(sae: &Sae, edits: &[Edit]) -> bool {
+        !matches!(sae.config().architecture, Architecture::TopK { .. })
+            || edits
                 .iter()
-                .any(|e| !matches!(e, Edit::AddVector { .. } | Edit::AddFeature { .. }))
-        {
-            return Err(Error::Unsupported(
-                "GPU steering of top-k SAEs with clamp/ablate/scale (needs the row's k-th value); use the CPU backend".into(),
-            ));
-        }
-        Ok(())
+                .all(|e| matches!(e, Edit::AddVector { .. } | Edit::AddFeature { .. }))
     }
 }
 
@@ -599,6 +599,7 @@ impl Backend for WgpuBackend {
         }
         let g = self.gpu_sae(sae)?;
         let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        check_finite_output("encoded features", done.host(), sae.d_sae())?;
         out.copy_from_slice(done.host());
         Ok(denorm)
     }
@@ -612,6 +613,7 @@ impl Backend for WgpuBackend {
         }
         let g = self.gpu_sae(sae)?;
         let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        check_finite_output("encoded features", done.host(), ds)?;
         Ok(SparseCodes::from_dense(done.host(), ds, denorm))
     }
 
@@ -627,6 +629,7 @@ impl Backend for WgpuBackend {
             crate::backend::apply_denorm(c.host(), d, denorm);
             Ok(())
         })?;
+        check_finite_output("decoded activations", done.host(), d)?;
         out.copy_from_slice(done.host());
         Ok(())
     }
@@ -645,6 +648,7 @@ impl Backend for WgpuBackend {
             crate::backend::apply_denorm(c.host(), sae.d_in(), &codes.denorm);
             Ok(())
         })?;
+        check_finite_output("decoded activations", done.host(), sae.d_in())?;
         out.copy_from_slice(done.host());
         Ok(())
     }
@@ -655,16 +659,39 @@ impl Backend for WgpuBackend {
         x: &mut [f32],
         edits: &[Edit],
         rows: Option<&[usize]>,
+        source: &FeatureSource,
     ) -> Result<()> {
-        let n = crate::steer::validate_edits(sae, x, edits, rows)?;
-        self.check_edits(sae, edits)?;
+        let d = sae.d_in();
+        let n = validate_edits(sae, x, edits, rows)?;
         if n == 0 || edits.is_empty() {
             return Ok(());
         }
-        let g = self.gpu_sae(sae)?;
-        let done = self.call(|c| self.steer_rows(c, sae, &g, x, edits, rows))?;
-        x.copy_from_slice(done.host());
+        let rows = selected_rows(rows, n);
+        let mut sel = gather_rows(x, d, &rows);
+        match source {
+            FeatureSource::Encoder if Self::kernels_steer(sae, edits) => {
+                let g = self.gpu_sae(sae)?;
+                let done = self.call(|c| self.steer_rows(c, sae, &g, &sel, edits, None))?;
+                sel.copy_from_slice(done.host());
+            }
+            FeatureSource::Encoder => {
+                let ds = sae.d_sae();
+                let mut f = vec![0.0f32; sel.len() / d * ds];
+                self.encode(sae, &sel, &mut f)?;
+                apply_with(sae, &mut sel, edits, |r, _, i| Ok(f[r * ds + i]))?;
+            }
+            FeatureSource::Solver(p) => {
+                let (codes, _) = self.solve_rows(sae, &sel, p)?;
+                apply_with(sae, &mut sel, edits, |r, _, i| Ok(code_value(&codes, r, i)))?;
+            }
+        }
+        check_finite_output("steered activations", &sel, d)?;
+        scatter_rows(x, d, &rows, &sel);
         Ok(())
+    }
+
+    fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)> {
+        self.solve_rows(sae, x, p)
     }
 }
 
@@ -710,12 +737,14 @@ mod tests {
             },
         ];
         let mut y = x.clone();
-        g.steer(sae, &mut y, &edits, None).unwrap();
+        g.steer(sae, &mut y, &edits, None, &FeatureSource::Encoder)
+            .unwrap();
         for solver in [
-            crate::solve::Solver::GradientPursuit,
-            crate::solve::Solver::MatchingPursuit,
+            crate::params::Solver::GradientPursuit,
+            crate::params::Solver::MatchingPursuit,
+            crate::params::Solver::OrthogonalMatchingPursuit,
         ] {
-            g.solve(sae, &x, &crate::solve::SolverParams::new(solver, 3))
+            g.solve(sae, &x, &crate::params::SolverParams::new(solver, 3))
                 .unwrap();
         }
     }
@@ -836,9 +865,13 @@ mod tests {
             Edit::Ablate { feature: 2 },
         ];
         inject();
-        assert!(g.steer(&sae, &mut y, &edits, None).is_err());
+        assert!(
+            g.steer(&sae, &mut y, &edits, None, &FeatureSource::Encoder)
+                .is_err()
+        );
         assert!(untouched(&y), "a failed steer changed x");
-        g.steer(&sae, &mut y, &edits, None).unwrap();
+        g.steer(&sae, &mut y, &edits, None, &FeatureSource::Encoder)
+            .unwrap();
         assert!(!untouched(&y));
     }
 }
