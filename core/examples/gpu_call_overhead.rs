@@ -1,5 +1,6 @@
-//! Per-call time of the wgpu backend at batch 1: dense encode, dense decode, and a
-//! steering hook (one clamped feature) on a small and a medium SAE. At batch 1 the
+//! Per-call time of the wgpu backend at batch 1: dense encode, dense decode, a
+//! steering hook (one clamped feature) and a hook replacing the activations by the
+//! reconstruction, on a small and a medium SAE. At batch 1 the
 //! arithmetic is tiny, so this measures the fixed cost of a call (buffers, bind
 //! groups, submission, read-back).
 //!
@@ -11,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use saeplug::hook::Hook;
+use saeplug::hook::{Hook, Replace};
 use saeplug::steer::Edit;
 use saeplug::synthetic::{Rng, random_sae};
 use saeplug::{Architecture, Backend, WgpuBackend, WgpuOptions};
@@ -74,6 +75,11 @@ fn main() -> saeplug::Result<()> {
         println!("{shape} encode {m:.0} {a:.0} {c:.0}");
         let (m, a, c) = time(iters, || gpu.decode(&sae, &f, &[], &mut r))?;
         println!("{shape} decode {m:.0} {a:.0} {c:.0}");
+        let (m, a, c) = time(iters, || gpu.encode_sparse(&sae, &x).map(|_| ()))?;
+        println!("{shape} encode_sparse {m:.0} {a:.0} {c:.0}");
+        let codes = gpu.encode_sparse(&sae, &x)?;
+        let (m, a, c) = time(iters, || gpu.decode_sparse(&sae, &codes, &mut r))?;
+        println!("{shape} decode_sparse {m:.0} {a:.0} {c:.0}");
         let mut hook = Hook::new(Arc::clone(&sae), 0);
         hook.edits = vec![Edit::Clamp {
             feature: 3,
@@ -85,6 +91,14 @@ fn main() -> saeplug::Result<()> {
             hook.apply(&gpu, &mut y, 0)
         })?;
         println!("{shape} steer_clamp {m:.0} {a:.0} {c:.0}");
+        // Full replacement by the reconstruction: a sparse encode and decode.
+        let mut hook = Hook::new(Arc::clone(&sae), 0);
+        hook.replace = Replace::ReconstructionOnly;
+        let (m, a, c) = time(iters, || {
+            y.copy_from_slice(&x);
+            hook.apply(&gpu, &mut y, 0)
+        })?;
+        println!("{shape} hook_replace {m:.0} {a:.0} {c:.0}");
     }
     Ok(())
 }
