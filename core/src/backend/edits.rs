@@ -3,7 +3,7 @@
 //! current activations are known. Each backend decides how it gets the
 //! activations (its encoder, or its ITO solver) and calls [`apply_with`].
 
-use crate::backend::{CodeScale, rows_of};
+use crate::backend::{CodeScale, SparseCodes, rows_of};
 use crate::error::{Error, Result};
 use crate::params::Edit;
 use crate::sae::{Normalization, Sae};
@@ -124,41 +124,41 @@ pub(crate) fn check_finite_output(what: &'static str, out: &[f32], row_len: usiz
     }
 }
 
-/// Apply `edits` to every row of `sel` (`[m, d_in]`, rows already selected), in
-/// order, reading the current activation of feature `i` for row `r` from
-/// `act(r, unedited_row, i)`. Activations are read from the unedited row; codes
-/// of top-k SAEs that rescale by decoder norms are converted by [`CodeScale`].
-pub(crate) fn apply_with(
-    sae: &Sae,
-    sel: &mut [f32],
-    edits: &[Edit],
-    mut act: impl FnMut(usize, &[f32], usize) -> Result<f32>,
-) -> Result<()> {
+/// The feature whose current activation `edit` reads (clamp, ablate, scale), if any.
+pub(crate) fn reads_activation(edit: &Edit) -> Option<usize> {
+    match edit {
+        Edit::Clamp { feature, .. } | Edit::Ablate { feature } | Edit::Scale { feature, .. } => {
+            Some(*feature)
+        }
+        Edit::AddFeature { .. } | Edit::AddVector { .. } => None,
+    }
+}
+
+/// Apply `edits` in order to every row of `sel` (`[m, d_in]`, rows already
+/// selected). `acts[r * edits.len() + e]` is the current activation (SAE units) of
+/// the feature edit `e` reads in row `r`, taken from the unedited row (ignored for
+/// edits that read none); codes of top-k SAEs that rescale by decoder norms are
+/// converted by [`CodeScale`].
+pub(crate) fn apply_with(sae: &Sae, sel: &mut [f32], edits: &[Edit], acts: &[f32]) {
     let d = sae.d_in();
+    let ne = edits.len();
     let wd = sae.weights().w_dec.as_slice();
     let scale = CodeScale::of(sae);
-    let mut orig = vec![0.0f32; d];
     for (r, row) in sel.chunks_exact_mut(d).enumerate() {
-        orig.copy_from_slice(row);
-        for e in edits {
-            let (feature, delta) = match e {
+        for (e, edit) in edits.iter().enumerate() {
+            let a = acts.get(r * ne + e).copied().unwrap_or(0.0);
+            let (feature, delta) = match edit {
                 Edit::AddVector { vector, coef } => {
                     row.iter_mut().zip(vector).for_each(|(o, v)| *o += coef * v);
                     continue;
                 }
                 // A coefficient on the decoder row itself: no unit conversion.
                 Edit::AddFeature { feature, coef } => (*feature, *coef),
-                Edit::Clamp { feature, value } => (
-                    *feature,
-                    scale.coef_of(*feature, value - act(r, &orig, *feature)?),
-                ),
-                Edit::Ablate { feature } => {
-                    (*feature, scale.coef_of(*feature, -act(r, &orig, *feature)?))
+                Edit::Clamp { feature, value } => (*feature, scale.coef_of(*feature, value - a)),
+                Edit::Ablate { feature } => (*feature, scale.coef_of(*feature, -a)),
+                Edit::Scale { feature, factor } => {
+                    (*feature, scale.coef_of(*feature, (factor - 1.0) * a))
                 }
-                Edit::Scale { feature, factor } => (
-                    *feature,
-                    scale.coef_of(*feature, (factor - 1.0) * act(r, &orig, *feature)?),
-                ),
             };
             if delta != 0.0 {
                 let di = &wd[feature * d..(feature + 1) * d];
@@ -166,13 +166,31 @@ pub(crate) fn apply_with(
             }
         }
     }
-    Ok(())
 }
 
-/// The value of feature `i` in row `r` of sparse codes (0 when absent).
-pub(crate) fn code_value(codes: &crate::backend::SparseCodes, r: usize, i: usize) -> f32 {
-    let (idx, val) = codes.row(r);
-    idx.binary_search(&(i as u32)).map_or(0.0, |p| val[p])
+/// Activations for [`apply_with`] read from sparse codes of the selected rows.
+pub(crate) fn activations_from_codes(codes: &SparseCodes, edits: &[Edit]) -> Vec<f32> {
+    let mut acts = Vec::with_capacity(codes.n_rows() * edits.len());
+    for r in 0..codes.n_rows() {
+        let (idx, val) = codes.row(r);
+        for e in edits {
+            acts.push(reads_activation(e).map_or(0.0, |i| {
+                idx.binary_search(&(i as u32)).map_or(0.0, |p| val[p])
+            }));
+        }
+    }
+    acts
+}
+
+/// Activations for [`apply_with`] read from dense codes (`[m, d_sae]`).
+pub(crate) fn activations_from_dense(f: &[f32], d_sae: usize, edits: &[Edit]) -> Vec<f32> {
+    f.chunks_exact(d_sae.max(1))
+        .flat_map(|row| {
+            edits
+                .iter()
+                .map(|e| reads_activation(e).map_or(0.0, |i| row[i]))
+        })
+        .collect()
 }
 
 /// Check one input row (`[d_in]`, finite) and a feature index for

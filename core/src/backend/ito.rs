@@ -1,8 +1,8 @@
 //! The backend-independent parts of the ITO solvers (ALGORITHMS.md): per-row
 //! state, atom selection, the MP / GP / OMP steps (OMP's incremental Cholesky
-//! included), and assembling codes in the SAE's units. A backend supplies the
-//! batched correlations `Q = R W_dec^T` through [`solve_batched`], or runs whole
-//! solves in its own kernels and uses [`assemble`].
+//! included), and assembling codes in the SAE's units. A backend drives a
+//! [`Batch`], supplying the batched correlations `Q = R W_dec^T` each round, or
+//! runs whole solves in its own kernels and uses [`assemble`].
 #![allow(
     clippy::needless_range_loop,
     reason = "triangular solves index two arrays"
@@ -27,56 +27,98 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Run solver `p` on every row of `x` (`[n, d_in]`), asking `correlate(R, Q)` for
-/// `Q = R W_dec^T` (`R` is `[n, d_in]`, `Q` is `[n, d_sae]`) once per step; the
-/// per-row updates run here on the host.
-pub(crate) fn solve_batched(
-    sae: &Sae,
-    x: &[f32],
-    p: &SolverParams,
-    mut correlate: impl FnMut(&[f32], &mut [f32]) -> Result<()>,
-) -> Result<(SparseCodes, SolveInfo)> {
-    p.validate(sae)?;
-    let n = rows_of(sae, x)?;
-    let (d, ds) = (sae.d_in(), sae.d_sae());
-    let wd = sae.weights().w_dec.as_slice();
-    let norms = sae.decoder_norms();
-    let target = centred_targets(sae, x);
-    let mut resid = target.clone();
-    let mut st: Vec<RowState> = (0..n)
-        .map(|_| RowState {
-            support: Vec::new(),
-            coef: Vec::new(),
-            done: false,
-            iters: 0,
-            chol: Vec::new(),
+/// A batch of rows being solved. A backend drives it:
+///
+/// ```text
+/// let mut b = Batch::new(sae, x, p)?;
+/// while b.running() {
+///     let (r, q) = b.residuals_and_correlations();
+///     correlate(r, q)?;   // Q = R W_dec^T
+///     b.step();
+/// }
+/// let (codes, info) = b.finish();
+/// ```
+///
+/// Steps run for at most `k_max` rounds; every round computes the correlations of
+/// the whole batch (stopped rows' residuals are unchanged) and updates the rows
+/// still running here, on the host.
+pub(crate) struct Batch<'a> {
+    sae: &'a Sae,
+    p: &'a SolverParams,
+    target: Vec<f32>,
+    resid: Vec<f32>,
+    q: Vec<f32>,
+    st: Vec<RowState>,
+    round: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Validate `p` and `x` (`[n, d_in]`) and start every row at a = 0.
+    pub(crate) fn new(sae: &'a Sae, x: &[f32], p: &'a SolverParams) -> Result<Self> {
+        p.validate(sae)?;
+        let n = rows_of(sae, x)?;
+        let d = sae.d_in();
+        let target = centred_targets(sae, x);
+        let resid = target.clone();
+        let tol2 = p.tol * p.tol;
+        let st = resid
+            .chunks_exact(d.max(1))
+            .map(|r| RowState {
+                support: Vec::new(),
+                coef: Vec::new(),
+                done: dot(r, r) <= tol2.max(0.0) && (p.tol > 0.0 || r.iter().all(|v| *v == 0.0)),
+                iters: 0,
+                chol: Vec::new(),
+            })
+            .collect();
+        Ok(Batch {
+            sae,
+            p,
+            target,
+            resid,
+            q: vec![0.0; n * sae.d_sae()],
+            st,
+            round: 0,
         })
-        .collect();
-    let tol2 = p.tol * p.tol;
-    for row in st.iter_mut().zip(resid.chunks_exact(d)) {
-        if dot(row.1, row.1) <= tol2.max(0.0) && (p.tol > 0.0 || row.1.iter().all(|v| *v == 0.0)) {
-            row.0.done = true;
-        }
     }
-    let mut q = vec![0.0f32; n * ds];
-    for _step in 0..p.k_max {
-        if st.iter().all(|s| s.done) {
-            break;
-        }
-        // Q = R W_dec^T for the whole batch (stopped rows' residuals are unchanged).
-        correlate(&resid, &mut q)?;
-        for (r, s) in st.iter_mut().enumerate().filter(|(_, s)| !s.done) {
-            let qr = &q[r * ds..(r + 1) * ds];
-            let rr = &mut resid[r * d..(r + 1) * d];
-            let xr = &target[r * d..(r + 1) * d];
-            step(p, s, qr, rr, xr, wd, norms, d);
-            if !s.done && p.tol > 0.0 && dot(rr, rr) < tol2 {
+
+    /// Whether another round is needed.
+    pub(crate) fn running(&self) -> bool {
+        self.round < self.p.k_max && self.st.iter().any(|s| !s.done)
+    }
+
+    /// This round's residuals `R` (`[n, d_in]`) and where the backend writes
+    /// `Q = R W_dec^T` (`[n, d_sae]`).
+    pub(crate) fn residuals_and_correlations(&mut self) -> (&[f32], &mut [f32]) {
+        (&self.resid, &mut self.q)
+    }
+
+    /// One step of every running row, from the correlations written this round.
+    pub(crate) fn step(&mut self) {
+        let (d, ds) = (self.sae.d_in(), self.sae.d_sae());
+        let wd = self.sae.weights().w_dec.as_slice();
+        let norms = self.sae.decoder_norms();
+        let tol2 = self.p.tol * self.p.tol;
+        for (r, s) in self.st.iter_mut().enumerate().filter(|(_, s)| !s.done) {
+            let qr = &self.q[r * ds..(r + 1) * ds];
+            let rr = &mut self.resid[r * d..(r + 1) * d];
+            let xr = &self.target[r * d..(r + 1) * d];
+            step(self.p, s, qr, rr, xr, wd, norms, d);
+            if !s.done && self.p.tol > 0.0 && dot(rr, rr) < tol2 {
                 s.done = true;
             }
         }
+        self.round += 1;
     }
-    let rows = st.iter().map(|s| (&s.support[..], &s.coef[..], s.iters));
-    Ok(assemble(sae, rows, &resid))
+
+    /// Codes in the SAE's units and per-row info.
+    pub(crate) fn finish(self) -> (SparseCodes, SolveInfo) {
+        let rows = self
+            .st
+            .iter()
+            .map(|s| (&s.support[..], &s.coef[..], s.iters));
+        assemble(self.sae, rows, &self.resid)
+    }
 }
 
 /// The solver targets `x - b_dec`, row by row.

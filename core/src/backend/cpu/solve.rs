@@ -4,7 +4,7 @@
 use super::CpuBackend;
 use super::gemm::{MatRef, sgemm_col_blocks};
 use crate::backend::SparseCodes;
-use crate::backend::ito::solve_batched;
+use crate::backend::ito::Batch;
 use crate::error::Result;
 use crate::params::{SolveInfo, SolverParams};
 use crate::sae::Sae;
@@ -23,7 +23,9 @@ pub(super) fn solve(
         rs: 1,
         cs: d,
     };
-    solve_batched(sae, x, p, |resid, q| {
+    let mut batch = Batch::new(sae, x, p)?;
+    while batch.running() {
+        let (resid, q) = batch.residuals_and_correlations();
         let a = MatRef {
             data: resid,
             rows: resid.len() / d.max(1),
@@ -31,6 +33,8 @@ pub(super) fn solve(
             rs: d,
             cs: 1,
         };
-        sgemm_col_blocks(a, wt, q, cpu.threads())
-    })
+        sgemm_col_blocks(a, wt, q, cpu.threads())?;
+        batch.step();
+    }
+    Ok(batch.finish())
 }

@@ -3,9 +3,10 @@
 
 use super::CpuBackend;
 use super::encode::encode_dense;
+use super::solve;
 use crate::backend::edits::{
-    apply_with, check_finite_output, check_row_feature, code_value, gather_rows, scatter_rows,
-    selected_rows, validate_edits,
+    activations_from_codes, apply_with, check_finite_output, check_row_feature, gather_rows,
+    reads_activation, scatter_rows, selected_rows, validate_edits,
 };
 use crate::backend::preprocess;
 use crate::error::Result;
@@ -70,18 +71,26 @@ pub(super) fn steer(
     }
     let rows = selected_rows(rows, n);
     let mut sel = gather_rows(x, d, &rows);
-    match source {
+    // The activations every edit reads, from the unedited rows.
+    let acts = match source {
         FeatureSource::Encoder => {
-            apply_with(sae, &mut sel, edits, |_, row, i| {
-                feature_activation(cpu, sae, row, i)
-            })?;
+            let mut acts = Vec::with_capacity(rows.len() * edits.len());
+            for row in sel.chunks_exact(d) {
+                for e in edits {
+                    acts.push(match reads_activation(e) {
+                        Some(i) => feature_activation(cpu, sae, row, i)?,
+                        None => 0.0,
+                    });
+                }
+            }
+            acts
         }
+        // One batched solve over the selected rows.
         FeatureSource::Solver(p) => {
-            // One batched solve over the selected rows, before any row changes.
-            let (codes, _) = super::solve::solve(cpu, sae, &sel, p)?;
-            apply_with(sae, &mut sel, edits, |r, _, i| Ok(code_value(&codes, r, i)))?;
+            activations_from_codes(&solve::solve(cpu, sae, &sel, p)?.0, edits)
         }
-    }
+    };
+    apply_with(sae, &mut sel, edits, &acts);
     check_finite_output("steered activations", &sel, d)?;
     scatter_rows(x, d, &rows, &sel);
     Ok(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use saeplug_shaders as sh;
 
 use super::{GpuSae, Params, WgpuBackend};
-use crate::backend::ito::{assemble, centred_targets, solve_batched};
+use crate::backend::ito::{Batch, assemble, centred_targets};
 use crate::backend::{SparseCodes, rows_of};
 use crate::error::Result;
 use crate::params::{SolveInfo, Solver, SolverParams};
@@ -51,7 +51,13 @@ impl WgpuBackend {
             Solver::OrthogonalMatchingPursuit => {
                 let g = self.gpu_sae(sae)?;
                 let dec_t = self.dec_t(sae, &g)?;
-                return solve_batched(sae, x, p, |resid, q| self.correlate(sae, dec_t, resid, q));
+                let mut batch = Batch::new(sae, x, p)?;
+                while batch.running() {
+                    let (resid, q) = batch.residuals_and_correlations();
+                    self.correlate(sae, dec_t, resid, q)?;
+                    batch.step();
+                }
+                return Ok(batch.finish());
             }
         };
         let n = rows_of(sae, x)?;

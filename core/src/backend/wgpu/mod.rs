@@ -34,8 +34,8 @@ use std::task::{Context, Poll, Waker};
 use saeplug_shaders::Kernel;
 
 use crate::backend::edits::{
-    apply_with, check_finite_output, code_value, gather_rows, scatter_rows, selected_rows,
-    validate_edits,
+    activations_from_codes, activations_from_dense, apply_with, check_finite_output, gather_rows,
+    scatter_rows, selected_rows, validate_edits,
 };
 use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, preprocess, rows_of};
 use crate::error::{Error, Result};
@@ -678,11 +678,11 @@ impl Backend for WgpuBackend {
                 let ds = sae.d_sae();
                 let mut f = vec![0.0f32; sel.len() / d * ds];
                 self.encode(sae, &sel, &mut f)?;
-                apply_with(sae, &mut sel, edits, |r, _, i| Ok(f[r * ds + i]))?;
+                apply_with(sae, &mut sel, edits, &activations_from_dense(&f, ds, edits));
             }
             FeatureSource::Solver(p) => {
                 let (codes, _) = self.solve_rows(sae, &sel, p)?;
-                apply_with(sae, &mut sel, edits, |r, _, i| Ok(code_value(&codes, r, i)))?;
+                apply_with(sae, &mut sel, edits, &activations_from_codes(&codes, edits));
             }
         }
         check_finite_output("steered activations", &sel, d)?;
