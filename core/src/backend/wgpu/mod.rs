@@ -750,6 +750,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
     fn repeated_calls_create_no_buffers_or_bind_groups() {
         // A 4 KiB chunk cap: several weight chunks, so several dispatches per pass.
         let Some(g) = gpu(WgpuOptions {
@@ -789,6 +790,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
     fn concurrent_calls_each_get_a_workspace() {
         let Some(g) = gpu(WgpuOptions::default()) else {
             return;
@@ -822,6 +824,7 @@ mod tests {
     /// the caller's outputs keep what they held. The calls take several row passes
     /// (a 4 KiB binding cap), so a backend writing pass by pass would be caught.
     #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
     fn failed_calls_leave_outputs_untouched() {
         let Some(g) = gpu(WgpuOptions {
             max_chunk_bytes: Some(4096),

@@ -141,7 +141,8 @@ impl Call<'_> {
         b
     }
 
-    /// The buffer for `role` holding `data` (written before the next submission).
+    /// The buffer for `role` holding `data`. The write lands before the next
+    /// submission's commands run, so a role is uploaded at most once per submission.
     pub(crate) fn upload<T: bytemuck::Pod>(
         &mut self,
         role: &'static str,
