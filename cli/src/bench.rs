@@ -199,7 +199,7 @@ fn encode(a: EncodeBench) -> Result<()> {
     let sae = Sae::open(&dir)?;
     assert_zero_copy(&sae)?;
     let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
-    let cpu = CpuBackend::new(a.threads);
+    let cpu = CpuBackend::try_new(a.threads)?;
     let mut out = crate::zeros(batch * d_sae)?;
     for _ in 0..3 {
         cpu.encode(&sae, &x, &mut out)?;
@@ -274,7 +274,7 @@ fn gpu(a: GpuBench) -> Result<()> {
         info.driver_info,
         gpu.max_chunk_bytes() >> 20
     );
-    let cpu = CpuBackend::new(a.threads);
+    let cpu = CpuBackend::try_new(a.threads)?;
     let flop = 2.0 * (batch * d_in * d_sae) as f64;
     let mut out_c = crate::zeros(batch * d_sae)?;
     let mut out_g = crate::zeros(batch * d_sae)?;
@@ -334,7 +334,7 @@ fn ito(a: ItoBench) -> Result<()> {
     make_sae(&dir, d_in, d_sae)?;
     let sae = Sae::open(&dir)?;
     let x = saeplug::synthetic::sparse_data(&sae, rows, k, 0.01, 5);
-    let cpu = CpuBackend::new(a.threads);
+    let cpu = CpuBackend::try_new(a.threads)?;
     let mut ours = Vec::new();
     let bar = progress::bar(3, "bench ito", "solvers");
     for s in [

@@ -2,11 +2,10 @@
 //! after every argument has been checked.
 
 use clap::{Args, ValueEnum};
-use saeplug::solve::{SolveInfo, SolverParams};
-use saeplug::{Backend, CpuBackend, Result, Sae, SparseCodes, WgpuBackend};
+use saeplug::{Backend, CpuBackend, Result, WgpuBackend};
 
 /// The largest `--threads` accepted (the core's bound).
-pub(crate) const MAX_THREADS: usize = 1024;
+pub(crate) const MAX_THREADS: usize = saeplug::backend::cpu::MAX_THREADS;
 
 /// Where computation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -14,6 +13,7 @@ pub(crate) enum BackendKind {
     /// The CPU backend.
     Cpu,
     /// The wgpu backend (Vulkan; lavapipe counts); an error when no adapter exists.
+    /// OMP keeps its per-row Cholesky refits on the CPU.
     Gpu,
     /// The wgpu backend when an adapter exists, else the CPU.
     Auto,
@@ -30,58 +30,45 @@ pub(crate) struct ComputeArgs {
     pub(crate) threads: usize,
 }
 
-/// The backend chosen.
+/// The backend chosen, built once after every argument has been checked.
 pub(crate) struct Engine {
-    cpu: CpuBackend,
-    gpu: Option<WgpuBackend>,
+    backend: Box<dyn Backend>,
+    describe: String,
 }
 
 impl Engine {
     pub(crate) fn new(a: &ComputeArgs) -> Result<Self> {
-        let cpu = CpuBackend::new(a.threads);
-        let gpu = match a.backend {
-            BackendKind::Cpu => None,
-            BackendKind::Gpu => Some(WgpuBackend::new(Default::default())?),
+        let cpu = || -> Result<Engine> {
+            let cpu = CpuBackend::try_new(a.threads)?;
+            Ok(Engine {
+                describe: format!("cpu, {} threads", cpu.threads()),
+                backend: Box::new(cpu),
+            })
+        };
+        let gpu = |g: WgpuBackend| Engine {
+            describe: format!("wgpu, {}", g.adapter_info().name),
+            backend: Box::new(g),
+        };
+        match a.backend {
+            BackendKind::Cpu => cpu(),
+            BackendKind::Gpu => Ok(gpu(WgpuBackend::new(Default::default())?)),
             BackendKind::Auto => match WgpuBackend::new(Default::default()) {
-                Ok(g) => Some(g),
+                Ok(g) => Ok(gpu(g)),
                 Err(e) => {
                     eprintln!("saeplug: no GPU adapter ({e}); computing on the CPU");
-                    None
+                    cpu()
                 }
             },
-        };
-        Ok(Engine { cpu, gpu })
+        }
     }
 
     /// The backend everything runs on.
     pub(crate) fn backend(&self) -> &dyn Backend {
-        match &self.gpu {
-            Some(g) => g,
-            None => &self.cpu,
-        }
+        &*self.backend
     }
 
     /// A short description: "cpu, 2 threads" or the adapter's name.
-    pub(crate) fn describe(&self) -> String {
-        match &self.gpu {
-            Some(g) => format!("wgpu, {}", g.adapter_info().name),
-            None => format!("cpu, {} threads", self.cpu.threads()),
-        }
-    }
-
-    /// An ITO solve on the chosen backend.
-    pub(crate) fn solve(
-        &self,
-        sae: &Sae,
-        x: &[f32],
-        p: &SolverParams,
-    ) -> Result<(SparseCodes, SolveInfo)> {
-        match &self.gpu {
-            // OMP's per-row Cholesky refits run on the CPU.
-            Some(g) if p.solver != saeplug::solve::Solver::OrthogonalMatchingPursuit => {
-                g.solve(sae, x, p)
-            }
-            _ => saeplug::solve::solve(&self.cpu, sae, x, p),
-        }
+    pub(crate) fn describe(&self) -> &str {
+        &self.describe
     }
 }

@@ -431,7 +431,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
     {
         match &params {
             Some(p) => {
-                let (codes, _) = engine.solve(&sae, xc, p)?;
+                let (codes, _) = backend.solve(&sae, xc, p)?;
                 fc.copy_from_slice(&codes.to_dense());
                 backend.decode_sparse(&sae, &codes, rc)?;
             }
@@ -466,19 +466,19 @@ fn encode(a: EncodeArgs) -> Result<()> {
 
 fn sweep(a: SweepArgs) -> Result<()> {
     let engine = Engine::new(&a.compute)?;
-    let _ = engine.backend(); // the core's sweep runs on its own CPU backend until it takes one
+    let backend = engine.backend();
     let spin = progress::spinner("sweep: encoder");
     let mut report = match (&a.path, &a.input) {
         (Some(path), Some(input)) => {
             let sae = Sae::open(path)?;
             let (x, _) = read_rows(&sae, input, a.tensor.as_deref())?;
-            saeplug::sweep::sweep(sae, x, &[])?
+            saeplug::sweep::sweep(backend, sae, x, &[])?
         }
         _ => {
             println!(
                 "synthetic SAE (d_in 128, d_sae 512, JumpReLU), 256 rows of 5 planted features + noise"
             );
-            saeplug::sweep::sweep_synthetic(&[], 7)?
+            saeplug::sweep::sweep_synthetic(backend, &[], 7)?
         }
     };
     spin.finish_and_clear();
@@ -496,7 +496,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
     for &k in &ks {
         for s in solvers {
             bar.set_message(format!("sweep: {s:?} k={k}"));
-            let p = saeplug::sweep::run_solver(&report, s, k)?;
+            let p = saeplug::sweep::run_solver(backend, &report, s, k)?;
             report.points.push(p);
             bar.inc(1);
         }
@@ -545,6 +545,7 @@ fn demo() -> Result<()> {
     let target = 2.0 * before + 1.0;
     let mut steered = x.clone();
     apply_edits(
+        &cpu,
         &sae,
         &mut steered,
         &[Edit::Clamp {
@@ -553,7 +554,7 @@ fn demo() -> Result<()> {
         }],
         Some(&[0]),
     )?;
-    let after = feature_activation(&sae, &steered[..d_in], feat)?;
+    let after = feature_activation(&cpu, &sae, &steered[..d_in], feat)?;
     let moved: f32 = steered[d_in..]
         .iter()
         .zip(&x[d_in..])
@@ -574,7 +575,7 @@ fn export_cvec(a: ExportArgs) -> Result<()> {
     let sae = Sae::open(&a.sae)?;
     check::features_in_range(&sae, "--feature", a.feature.iter().map(|f| f.feature))?;
     let features: Vec<(usize, f32)> = a.feature.iter().map(|f| (f.feature, f.value)).collect();
-    let mut v = saeplug::hook::recompose(&sae, &features);
+    let mut v = saeplug::decompose::recompose(&sae, &features);
     if let Some(p) = &a.vector {
         let (x, _) = read_input(p, None)?;
         if x.len() != sae.d_in() {
@@ -602,9 +603,8 @@ fn decompose(a: DecomposeArgs) -> Result<()> {
     p.nonnegative = false;
     p.validate(&sae)?;
     let engine = Engine::new(&a.compute)?;
-    let _ = engine.backend(); // the core's decompose runs on its own CPU backend until it takes one
     let (v, _) = read_input(&a.vector, None)?;
-    let d = saeplug::hook::decompose_vector(&sae, &v, &p)?;
+    let d = saeplug::decompose::decompose_vector(engine.backend(), &sae, &v, &p)?;
     println!(
         "cosine {:.4}, relative error {:.4}, {} features:",
         d.cosine,

@@ -26,9 +26,12 @@
 
 pub mod backend;
 pub mod cvec;
+pub mod decompose;
 mod error;
 pub mod format;
 pub mod hook;
+pub mod params;
+pub mod record;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;
