@@ -617,3 +617,51 @@ fn chunked_encode_matches_saelens_and_progress_is_opt_in() {
         "{shown}"
     );
 }
+
+#[test]
+fn bench_commands_run_at_small_sizes() {
+    let out = ok(saeplug().args([
+        "bench",
+        "encode",
+        "--d-in",
+        "32",
+        "--d-sae",
+        "64",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--no-peer",
+        "--threads",
+        "1",
+    ]));
+    assert!(
+        out.contains("saeplug cpu (1 threads): encode d_in 32, d_sae 64"),
+        "{out}"
+    );
+    let out = ok(saeplug().args([
+        "bench",
+        "ito",
+        "--d-in",
+        "32",
+        "--d-sae",
+        "64",
+        "--k",
+        "4",
+        "--batch",
+        "2",
+        "--no-peer",
+        "--threads",
+        "1",
+    ]));
+    assert_eq!(out.matches("(cpu, 1 threads)").count(), 3, "{out}");
+    let out = ok(saeplug().args(["bench", "open", "--mb", "1"]));
+    assert!(out.contains("best of 10"), "{out}");
+    // --k above --d-sae is refused before the SAE is written.
+    let o = saeplug()
+        .args(["bench", "ito", "--d-in", "8", "--d-sae", "16", "--k", "17"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--k 17 > --d-sae 16"));
+}

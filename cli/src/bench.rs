@@ -348,12 +348,14 @@ fn ito(a: ItoBench) -> Result<()> {
         let (_, info) = solve(&cpu, &sae, &x, &p)?;
         let dt = t.elapsed().as_secs_f64();
         let res = info.residual.iter().map(|v| *v as f64).sum::<f64>() / rows as f64;
-        println!(
-            "saeplug {s:?} (cpu, {} threads): d {d_in}, n {d_sae}, k {k}, {rows} rows: {:.2} s, {:.1} rows/s, mean residual {res:.4}",
-            cpu.threads(),
-            dt,
-            rows as f64 / dt
-        );
+        bar.suspend(|| {
+            println!(
+                "saeplug {s:?} (cpu, {} threads): d {d_in}, n {d_sae}, k {k}, {rows} rows: {:.2} s, {:.1} rows/s, mean residual {res:.4}",
+                cpu.threads(),
+                dt,
+                rows as f64 / dt
+            )
+        });
         ours.push((s, dt));
         bar.inc(1);
     }
