@@ -159,7 +159,13 @@ fn c_hardening_overlap_untouched_outputs_and_gpu_solve() {
     let libdir = ffi_libs();
     let out = scratch("c_hardening");
     let a = libdir.join("libsaeplug_ffi.a").display().to_string();
-    let asan = compile_c(&out, "hardening_asan", "hardening.c", SANITIZE, std::slice::from_ref(&a));
+    let asan = compile_c(
+        &out,
+        "hardening_asan",
+        "hardening.c",
+        SANITIZE,
+        std::slice::from_ref(&a),
+    );
     let sae = saelens_fixtures().join("standard");
     let o = run_ok(
         Command::new(&asan)
@@ -169,7 +175,13 @@ fn c_hardening_overlap_untouched_outputs_and_gpu_solve() {
     );
     assert!(o.contains("hardening (cpu): all checks passed"), "{o}");
     if gpu_or_fail(saeplug::WgpuOptions::default()).is_some() {
-        let plain = compile_c(&out, "hardening", "hardening.c", &[], std::slice::from_ref(&a));
+        let plain = compile_c(
+            &out,
+            "hardening",
+            "hardening.c",
+            &[],
+            std::slice::from_ref(&a),
+        );
         let o = run_ok(Command::new(&plain).arg(&sae).arg("gpu"));
         assert!(o.contains("hardening (gpu): all checks passed"), "{o}");
     }
@@ -186,13 +198,23 @@ fn cpu_only_library_refuses_gpu_contexts() {
         .join("cpu-only");
     let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     c.current_dir(repo_root())
-        .args(["build", "-q", "-p", "saeplug-ffi", "--no-default-features", "--target-dir"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "saeplug-ffi",
+            "--no-default-features",
+            "--target-dir",
+        ])
         .arg(&target);
     run_ok(&mut c);
     let lib = target.join("debug/libsaeplug_ffi.a");
     // The CPU-only archive carries no wgpu code.
     let syms = run_ok(Command::new("nm").arg("-C").arg(&lib));
-    assert!(!syms.contains("wgpu_core::"), "the CPU-only library links wgpu");
+    assert!(
+        !syms.contains("wgpu_core::"),
+        "the CPU-only library links wgpu"
+    );
     let out = scratch("c_cpu_only");
     let exe = compile_c(
         &out,
