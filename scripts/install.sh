@@ -13,7 +13,11 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 mkdir -p "$prefix/include" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/saeplug"
 install -m 644 include/saeplug.h bindings/cxx/saeplug.hpp "$prefix/include/"
 install -m 644 target/$profile/libsaeplug_ffi.a "$prefix/lib/libsaeplug.a"
-install -m 755 target/$profile/libsaeplug_ffi.so "$prefix/lib/libsaeplug.so"
+# The SONAME is libsaeplug.so.<ABI major> (ffi/build.rs); the unversioned name
+# is the link-time symlink.
+major=$(sed -n 's/^#define SAEPLUG_ABI_VERSION_MAJOR \([0-9]*\)$/\1/p' include/saeplug.h)
+install -m 755 target/$profile/libsaeplug_ffi.so "$prefix/lib/libsaeplug.so.$major"
+ln -sfn "libsaeplug.so.$major" "$prefix/lib/libsaeplug.so"
 cat > "$prefix/lib/pkgconfig/saeplug.pc" <<PC
 prefix=$prefix
 libdir=\${prefix}/lib

@@ -28,6 +28,31 @@ fn ffi_libs() -> PathBuf {
     for f in ["libsaeplug_ffi.a", "libsaeplug_ffi.so"] {
         assert!(dir.join(f).is_file(), "{} missing", dir.join(f).display());
     }
+    // The shared library's SONAME carries the ABI major: programs linked against
+    // it load `libsaeplug.so.<major>`, which an install provides as the file
+    // itself; here it is a symlink beside the build output.
+    let header = std::fs::read_to_string(repo_root().join("include/saeplug.h")).unwrap();
+    let major = header
+        .lines()
+        .find_map(|l| l.strip_prefix("#define SAEPLUG_ABI_VERSION_MAJOR "))
+        .expect("the header defines SAEPLUG_ABI_VERSION_MAJOR");
+    let soname = format!("libsaeplug.so.{major}");
+    let dynamic = run_ok(
+        Command::new("readelf")
+            .arg("-d")
+            .arg(dir.join("libsaeplug_ffi.so")),
+    );
+    assert!(
+        dynamic.contains(&format!("Library soname: [{soname}]")),
+        "SONAME is not {soname}:\n{dynamic}"
+    );
+    let link = dir.join(&soname);
+    if std::fs::read_link(&link).is_err() {
+        let _ = std::fs::remove_file(&link);
+        // Concurrent tests may race to create it: either creator wins.
+        let _ = std::os::unix::fs::symlink("libsaeplug_ffi.so", &link);
+    }
+    assert!(link.is_file(), "{} missing", link.display());
     dir
 }
 
