@@ -32,7 +32,8 @@ pub use recorder::*;
 pub use sae::*;
 pub use solve::*;
 
-/// ABI major version: hosts must refuse a library whose major differs.
+/// ABI major version: hosts must refuse a library whose major differs. The
+/// shared library's SONAME is `libsaeplug.so.<major>`.
 ///
 /// 1: `saeplug_ctx_solve` runs on the context's backend and thread count (was:
 /// the CPU with every core); thread counts above 256, layers above INT32_MAX,
