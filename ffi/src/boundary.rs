@@ -86,3 +86,37 @@ macro_rules! u32_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{saeplug_last_error_length, saeplug_last_error_message, saeplug_status};
+
+    fn last_error() -> String {
+        let mut buf = vec![0 as std::ffi::c_char; saeplug_last_error_length().max(1)];
+        // SAFETY: `buf` has `buf.len()` writable bytes.
+        let n = unsafe { saeplug_last_error_message(buf.as_mut_ptr(), buf.len()) };
+        buf[..n].iter().map(|c| *c as u8 as char).collect()
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_or_the_fallback_and_a_message() {
+        let st = ffi_boundary! {
+            if saeplug_last_error_length() < usize::MAX {
+                panic!("status boom");
+            }
+            Ok(())
+        };
+        assert_eq!(st, saeplug_status::Panic);
+        assert!(last_error().contains("status boom"), "{}", last_error());
+        let v: u32 = ffi_boundary_value! { 7;
+            if saeplug_last_error_length() < usize::MAX {
+                panic!("value boom {}", 42);
+            }
+            1
+        };
+        assert_eq!(v, 7);
+        assert!(last_error().contains("value boom 42"), "{}", last_error());
+        let ok: u32 = ffi_boundary_value! { 7; 1 };
+        assert_eq!(ok, 1);
+    }
+}
