@@ -25,10 +25,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backend;
+mod config;
 pub mod cvec;
 mod error;
 pub mod format;
 pub mod hook;
+mod json;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;
@@ -57,5 +59,6 @@ pub mod wgpu_types {
     pub use wgpu::{AdapterInfo, DeviceType};
 }
 pub use backend::{Backend, Denorm, SparseCodes};
+pub use config::{Architecture, Format, Normalization, SaeConfig, SaeWeights, TopKOrder};
 pub use error::{Error, ErrorKind, Result};
-pub use sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};
+pub use sae::Sae;
