@@ -705,7 +705,7 @@ fn npy_headers_are_python_dict_literals() {
     let root = scratch("npy_headers");
     let write = |name: &str, header: &str| {
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
