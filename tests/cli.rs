@@ -113,6 +113,7 @@ fn steer_sweep_export_and_decompose_commands() {
     let sae = saeplug::Sae::open(&dir).unwrap();
     let mut want = io.x.clone();
     saeplug::steer::apply_edits(
+        &saeplug::CpuBackend::new(1),
         &sae,
         &mut want,
         &[saeplug::steer::Edit::Ablate { feature: 3 }],
@@ -130,7 +131,7 @@ fn steer_sweep_export_and_decompose_commands() {
         .arg(&cv));
     assert_eq!(&std::fs::read(&cv).unwrap()[..4], b"GGUF");
     let v_npy = out.join("v.npy");
-    let v = saeplug::hook::recompose(&sae, &[(5, 1.5), (17, -0.5)]);
+    let v = saeplug::decompose::recompose(&sae, &[(5, 1.5), (17, -0.5)]);
     saeplug::weights::write_npy(&v_npy, &[64], &v).unwrap();
     let d = ok(saeplug()
         .arg("decompose")

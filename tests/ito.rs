@@ -239,11 +239,12 @@ fn degenerate_inputs() {
 #[test]
 fn gradient_pursuit_beats_the_encoder_at_equal_l0() {
     // GDM: ITO on an SAE's decoder beats its own encoder on L0 vs reconstruction.
-    let report = saeplug::sweep::sweep_synthetic(&[4, 8, 16], 7).unwrap();
+    let report = saeplug::sweep::sweep_synthetic(&CpuBackend::new(0), &[4, 8, 16], 7).unwrap();
     eprintln!("{}", report.table());
     let enc = report.encoder.clone();
     let k = enc.l0.round().max(1.0) as usize;
-    let gp = saeplug::sweep::run_solver(&report, Solver::GradientPursuit, k).unwrap();
+    let gp = saeplug::sweep::run_solver(&CpuBackend::new(0), &report, Solver::GradientPursuit, k)
+        .unwrap();
     assert!(
         gp.l0 <= enc.l0 + 0.5,
         "GP L0 {} vs encoder {}",
@@ -276,6 +277,7 @@ fn ito_as_the_encoder_of_steering_edits() {
     let (i, a) = (idx[pos] as usize, val[pos]);
     let mut xs = x.clone();
     apply_edits_with(
+        &cpu,
         &sae,
         &mut xs,
         &[Edit::Ablate { feature: i }],

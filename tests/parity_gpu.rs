@@ -209,8 +209,10 @@ fn gpu_steering_matches_cpu() {
         for rows in [None, Some(&[0usize, 3, 10][..])] {
             let mut xc = x.clone();
             let mut xg = x.clone();
-            cpu.steer(&sae, &mut xc, &edits, rows).unwrap();
-            gpu.steer(&sae, &mut xg, &edits, rows).unwrap();
+            cpu.steer(&sae, &mut xc, &edits, rows, &Default::default())
+                .unwrap();
+            gpu.steer(&sae, &mut xg, &edits, rows, &Default::default())
+                .unwrap();
             let e = max_abs_diff(&xg, &xc);
             assert!(e <= 1e-4, "{arch:?} {rows:?}: steer gpu vs cpu {e}");
             assert!(max_abs_diff(&xc, &x) > 0.1, "edits changed nothing");
@@ -221,7 +223,7 @@ fn gpu_steering_matches_cpu() {
             }
         }
         // Clamping the feature to its current value changes nothing.
-        let cur = saeplug::steer::feature_activation(&sae, &x[..45], f_top).unwrap();
+        let cur = saeplug::steer::feature_activation(&cpu, &sae, &x[..45], f_top).unwrap();
         let mut xg = x[..45].to_vec();
         gpu.steer(
             &sae,
@@ -231,6 +233,7 @@ fn gpu_steering_matches_cpu() {
                 value: cur,
             }],
             None,
+            &Default::default(),
         )
         .unwrap();
         assert!(max_abs_diff(&xg, &x[..45]) <= 1e-5);

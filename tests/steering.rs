@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use saeplug::hook::{
-    Hook, Positions, Recorder, Replace, decompose_actadd, decompose_vector, filter, recompose,
-};
+use saeplug::decompose::{decompose_actadd, decompose_vector, filter, recompose};
+use saeplug::hook::{Hook, Positions, Replace};
+use saeplug::record::Recorder;
 use saeplug::solve::{Solver, SolverParams};
 use saeplug::steer::{Edit, feature_activation};
 use saeplug::synthetic::{random_sae, sparse_data};
@@ -53,7 +53,7 @@ fn hooks_edit_only_their_positions_and_keep_the_error_term() {
     }];
     let mut y = x.clone();
     h.apply(&cpu, &mut y, 1).unwrap();
-    assert!((feature_activation(&sae, &y[..40], f).unwrap() - 4.0).abs() < 1e-4);
+    assert!((feature_activation(&cpu, &sae, &y[..40], f).unwrap() - 4.0).abs() < 1e-4);
     assert_eq!(&y[40..], &x[40..]);
 }
 
@@ -94,7 +94,7 @@ fn decomposition_filter_and_recompose() {
     let v = recompose(&sae, &feats);
     let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 3);
     p.nonnegative = false;
-    let d = decompose_vector(&sae, &v, &p).unwrap();
+    let d = decompose_vector(&CpuBackend::new(1), &sae, &v, &p).unwrap();
     assert!(
         d.cosine > 0.9999 && d.rel_error < 1e-3,
         "{} {}",

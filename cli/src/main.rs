@@ -216,12 +216,12 @@ fn sweep(args: &[String]) -> Result<()> {
             println!(
                 "synthetic SAE (d_in 128, d_sae 512, JumpReLU), 256 rows of 5 planted features + noise"
             );
-            saeplug::sweep::sweep_synthetic(&ks, 7)?
+            saeplug::sweep::sweep_synthetic(&CpuBackend::default(), &ks, 7)?
         }
         Some(path) => {
             let input = opt(args, "--input").ok_or_else(|| usage("sweep PATH needs --input"))?;
             let (x, _) = read_input(Path::new(input), opt(args, "--tensor"))?;
-            saeplug::sweep::sweep(Sae::open(path)?, x, &ks)?
+            saeplug::sweep::sweep(&CpuBackend::default(), Sae::open(path)?, x, &ks)?
         }
     };
     print!("{}", report.table());
@@ -267,6 +267,7 @@ fn demo() -> Result<()> {
     let target = 2.0 * before + 1.0;
     let mut steered = x.clone();
     apply_edits(
+        &cpu,
         &sae,
         &mut steered,
         &[Edit::Clamp {
@@ -275,7 +276,7 @@ fn demo() -> Result<()> {
         }],
         Some(&[0]),
     )?;
-    let after = feature_activation(&sae, &steered[..d_in], feat)?;
+    let after = feature_activation(&cpu, &sae, &steered[..d_in], feat)?;
     let moved: f32 = steered[d_in..]
         .iter()
         .zip(&x[d_in..])
@@ -323,7 +324,7 @@ fn export_cvec(args: &[String]) -> Result<()> {
             sae.d_sae()
         )));
     }
-    let mut v = saeplug::hook::recompose(&sae, &features);
+    let mut v = saeplug::decompose::recompose(&sae, &features);
     if let Some(p) = opt(args, "--vector") {
         let (x, _) = read_input(Path::new(p), None)?;
         if x.len() != sae.d_in() {
@@ -360,7 +361,7 @@ fn decompose(args: &[String]) -> Result<()> {
         opt_usize(args, "--k", 16)?,
     );
     p.nonnegative = false;
-    let d = saeplug::hook::decompose_vector(&sae, &v, &p)?;
+    let d = saeplug::decompose::decompose_vector(&CpuBackend::default(), &sae, &v, &p)?;
     println!(
         "cosine {:.4}, relative error {:.4}, {} features:",
         d.cosine,

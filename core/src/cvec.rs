@@ -8,7 +8,7 @@
 //! // Export "4 times feature 10 of this SAE" as a control vector for block 6,
 //! // to be loaded with `llama-cli --control-vector steer.gguf`.
 //! let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
-//! let dir = saeplug::hook::recompose(&sae, &[(10, 4.0)]);
+//! let dir = saeplug::decompose::recompose(&sae, &[(10, 4.0)]);
 //! let path = std::env::temp_dir().join(format!("saeplug-doc-cvec-{}.gguf", std::process::id()));
 //! saeplug::cvec::write_control_vector(&path, "llama", &[(6, dir)])?;
 //! # std::fs::remove_file(&path).ok();

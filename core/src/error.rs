@@ -93,6 +93,19 @@ pub enum Error {
         /// The offending value.
         value: f32,
     },
+    /// A result computed from finite inputs is NaN or infinite (it overflowed
+    /// f32); nothing was written to the caller's buffer where the API promises so.
+    #[error("{what}: result overflowed to {value} at row {row}, column {col} (finite inputs)")]
+    NonFiniteOutput {
+        /// Which result.
+        what: &'static str,
+        /// Row (token) index.
+        row: usize,
+        /// Column index.
+        col: usize,
+        /// The offending value.
+        value: f32,
+    },
     /// The mapped file changed on disk after it was opened.
     #[error("{path}: file changed on disk since it was mapped ({what})", path = path.display())]
     FileChanged {
@@ -182,7 +195,7 @@ impl Error {
             Error::UnknownArchitecture(_) => ErrorKind::UnknownArchitecture,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            Error::NonFinite { .. } => ErrorKind::NonFinite,
+            Error::NonFinite { .. } | Error::NonFiniteOutput { .. } => ErrorKind::NonFinite,
             Error::FileChanged { .. } => ErrorKind::FileChanged,
             Error::Backend(_) => ErrorKind::Backend,
         }

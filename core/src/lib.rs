@@ -27,10 +27,13 @@
 pub mod backend;
 mod config;
 pub mod cvec;
+pub mod decompose;
 mod error;
 pub mod format;
 pub mod hook;
 mod json;
+pub mod params;
+pub mod record;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 mod sae;

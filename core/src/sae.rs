@@ -363,17 +363,6 @@ impl Sae {
         })
     }
 
-    /// Decoder norms when the architecture uses them (top-k with rescaling), else empty.
-    pub(crate) fn decoder_norms_if_needed(&self) -> &[f32] {
-        match self.cfg.architecture {
-            Architecture::TopK {
-                rescale_by_decoder_norm: true,
-                ..
-            } => self.decoder_norms(),
-            _ => &[],
-        }
-    }
-
     /// `exp(r_mag)` for gated SAEs, computed once on first use.
     pub(crate) fn exp_r_mag(&self) -> &[f32] {
         self.exp_r_mag.get_or_init(|| match &self.w.r_mag {

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! # fn main() -> saeplug::Result<()> {
-//! let report = saeplug::sweep::sweep_synthetic(&[4, 8], 1)?;
+//! let report = saeplug::sweep::sweep_synthetic(&saeplug::CpuBackend::new(1), &[4, 8], 1)?;
 //! println!("{}", report.table());
 //! // Gradient pursuit at k = 8 reconstructs the 5-sparse data better than the encoder.
 //! let gp8 = report.points.iter().find(|p| p.method == "gp" && p.k == Some(8)).unwrap();
@@ -11,18 +11,17 @@
 //! # Ok(()) }
 //! ```
 
-use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, SparseCodes};
 use crate::error::Result;
+use crate::params::{Solver, SolverParams};
 use crate::sae::{Architecture, Sae};
-use crate::solve::{Solver, SolverParams, solve};
 use crate::synthetic::{random_sae, sparse_data};
 
 /// One point of the frontier.
 ///
 /// ```
 /// # fn main() -> saeplug::Result<()> {
-/// let r = saeplug::sweep::sweep_synthetic(&[2], 1)?;
+/// let r = saeplug::sweep::sweep_synthetic(&saeplug::CpuBackend::new(1), &[2], 1)?;
 /// let p = &r.points[0];
 /// assert_eq!(p.k, Some(2));
 /// assert!(p.l0 <= 2.0 && p.fvu >= 0.0);
@@ -44,7 +43,7 @@ pub struct Point {
 ///
 /// ```
 /// # fn main() -> saeplug::Result<()> {
-/// let r = saeplug::sweep::sweep_synthetic(&[4], 1)?;
+/// let r = saeplug::sweep::sweep_synthetic(&saeplug::CpuBackend::new(1), &[4], 1)?;
 /// assert_eq!(r.encoder.method, "encoder");
 /// assert_eq!(r.points.len(), 3); // mp, omp, gp at k = 4
 /// # Ok(()) }
@@ -93,6 +92,7 @@ pub fn fvu(x: &[f32], recon: &[f32], d: usize) -> f64 {
 }
 
 fn point(
+    backend: &dyn Backend,
     sae: &Sae,
     x: &[f32],
     codes: &SparseCodes,
@@ -100,7 +100,7 @@ fn point(
     k: Option<usize>,
 ) -> Result<Point> {
     let mut recon = vec![0.0; x.len()];
-    CpuBackend::default().decode_sparse(sae, codes, &mut recon)?;
+    backend.decode_sparse(sae, codes, &mut recon)?;
     Ok(Point {
         method,
         k,
@@ -114,24 +114,24 @@ fn point(
 /// ```
 /// # fn main() -> saeplug::Result<()> {
 /// use saeplug::{solve::Solver, sweep::{run_solver, sweep_synthetic}};
-/// let r = sweep_synthetic(&[], 1)?;
-/// let omp = run_solver(&r, Solver::OrthogonalMatchingPursuit, 5)?;
+/// let r = sweep_synthetic(&saeplug::CpuBackend::new(1), &[], 1)?;
+/// let omp = run_solver(&saeplug::CpuBackend::new(1), &r, Solver::OrthogonalMatchingPursuit, 5)?;
 /// assert!(omp.fvu < 0.1);
 /// # Ok(()) }
 /// ```
-pub fn run_solver(r: &SweepReport, solver: Solver, k: usize) -> Result<Point> {
-    let (codes, _) = solve(
-        &CpuBackend::default(),
-        &r.sae,
-        &r.x,
-        &SolverParams::new(solver, k),
-    )?;
+pub fn run_solver(
+    backend: &dyn Backend,
+    r: &SweepReport,
+    solver: Solver,
+    k: usize,
+) -> Result<Point> {
+    let (codes, _) = backend.solve(&r.sae, &r.x, &SolverParams::new(solver, k))?;
     let name = match solver {
         Solver::MatchingPursuit => "mp",
         Solver::OrthogonalMatchingPursuit => "omp",
         Solver::GradientPursuit => "gp",
     };
-    point(&r.sae, &r.x, &codes, name, Some(k))
+    point(backend, &r.sae, &r.x, &codes, name, Some(k))
 }
 
 /// Sweep `sae` on `x` for every k in `ks` (values above d_sae are skipped).
@@ -140,13 +140,13 @@ pub fn run_solver(r: &SweepReport, solver: Solver, k: usize) -> Result<Point> {
 /// # fn main() -> saeplug::Result<()> {
 /// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::JumpRelu, 3)?;
 /// let x = saeplug::synthetic::sparse_data(&sae, 16, 3, 0.01, 1);
-/// let r = saeplug::sweep::sweep(sae, x, &[2, 4, 1000])?; // k = 1000 > d_sae: skipped
+/// let r = saeplug::sweep::sweep(&saeplug::CpuBackend::new(1), sae, x, &[2, 4, 1000])?; // k = 1000 > d_sae: skipped
 /// assert_eq!(r.points.len(), 6);
 /// # Ok(()) }
 /// ```
-pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
-    let codes = CpuBackend::default().encode_sparse(&sae, &x)?;
-    let encoder = point(&sae, &x, &codes, "encoder", None)?;
+pub fn sweep(backend: &dyn Backend, sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
+    let codes = backend.encode_sparse(&sae, &x)?;
+    let encoder = point(backend, &sae, &x, &codes, "encoder", None)?;
     let mut r = SweepReport {
         sae,
         x,
@@ -159,7 +159,7 @@ pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
             Solver::OrthogonalMatchingPursuit,
             Solver::GradientPursuit,
         ] {
-            let p = run_solver(&r, s, k)?;
+            let p = run_solver(backend, &r, s, k)?;
             r.points.push(p);
         }
     }
@@ -171,14 +171,14 @@ pub fn sweep(sae: Sae, x: Vec<f32>, ks: &[usize]) -> Result<SweepReport> {
 ///
 /// ```
 /// # fn main() -> saeplug::Result<()> {
-/// let r = saeplug::sweep::sweep_synthetic(&[5], 7)?;
+/// let r = saeplug::sweep::sweep_synthetic(&saeplug::CpuBackend::new(1), &[5], 7)?;
 /// assert_eq!((r.sae.d_in(), r.sae.d_sae(), r.x.len()), (128, 512, 256 * 128));
 /// # Ok(()) }
 /// ```
-pub fn sweep_synthetic(ks: &[usize], seed: u64) -> Result<SweepReport> {
+pub fn sweep_synthetic(backend: &dyn Backend, ks: &[usize], seed: u64) -> Result<SweepReport> {
     let sae = random_sae(128, 512, Architecture::JumpRelu, seed)?;
     let x = sparse_data(&sae, 256, 5, 0.05, seed + 1);
-    sweep(sae, x, ks)
+    sweep(backend, sae, x, ks)
 }
 
 impl SweepReport {
@@ -186,7 +186,7 @@ impl SweepReport {
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
-    /// let table = saeplug::sweep::sweep_synthetic(&[4], 1)?.table();
+    /// let table = saeplug::sweep::sweep_synthetic(&saeplug::CpuBackend::new(1), &[4], 1)?.table();
     /// assert!(table.contains("encoder") && table.contains("omp"));
     /// # Ok(()) }
     /// ```

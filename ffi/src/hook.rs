@@ -4,7 +4,8 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use saeplug::Sae;
-use saeplug::hook::{Hook, Positions, Recorder, Replace};
+use saeplug::hook::{Hook, Positions, Replace};
+use saeplug::record::Recorder;
 use saeplug::solve::{Solver, SolverParams};
 use saeplug::steer::{Edit, FeatureSource};
 

@@ -1,7 +1,6 @@
 //! ITO solvers through the C ABI.
 
-use saeplug::CpuBackend;
-use saeplug::solve::{Solver, SolverParams, solve};
+use saeplug::solve::{Solver, SolverParams};
 
 use crate::ctx::saeplug_ctx;
 use crate::error::{FfiError, saeplug_status};
@@ -75,7 +74,7 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
 ) -> saeplug_status {
     ffi_boundary! {
         // SAFETY: caller contract above (each helper checks NULL and alignment).
-        let (_ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
+        let (ctx, sae, x, offs, idx, val, nnz_out) = unsafe {
             (
                 borrow_mut(ctx, "ctx")?,
                 &borrow(sae, "sae")?.sae,
@@ -101,7 +100,7 @@ pub unsafe extern "C" fn saeplug_ctx_solve(
         let mut p = SolverParams::new(s, k_max as usize);
         p.nonnegative = nonnegative != 0;
         p.tol = tol;
-        let (codes, info) = solve(&CpuBackend::default(), sae, x, &p)?;
+        let (codes, info) = ctx.backend().solve(sae, x, &p)?;
         write_csr(&codes, offs, idx, val, nnz_out)?;
         if let Some(it) = it {
             it.copy_from_slice(&info.iters);

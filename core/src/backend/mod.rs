@@ -16,12 +16,17 @@
 //! ```
 
 pub mod cpu;
+pub(crate) mod edits;
+pub(crate) mod ito;
+mod prep;
 #[cfg(feature = "gpu")]
 pub mod wgpu;
 
+pub(crate) use prep::{CodeScale, preprocess};
+
 use crate::error::{Error, Result};
+use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::Sae;
-use crate::steer::Edit;
 
 /// Per-row inverse of the input normalisation: `out = y * scale + shift`.
 ///
@@ -289,46 +294,89 @@ pub trait Backend: Send + Sync {
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()>;
 
     /// Apply error-preserving `edits` in place to the rows of `x` (`[n, d_in]`)
-    /// selected by `rows` (`None` = all): `x + (f' - f) W_dec` (+ vectors).
+    /// selected by `rows` (`None` = all): `x + (f' - f) W_dec` (+ vectors), with
+    /// the current activations `f` read from `source` (the SAE's encoder, or an
+    /// ITO solver run on this backend). On error `x` is left as it was.
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
-    /// use saeplug::{Backend, CpuBackend, steer::Edit};
+    /// use saeplug::{Backend, CpuBackend, steer::{Edit, FeatureSource}};
     /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
     /// let mut x = saeplug::synthetic::Rng::new(1).normal_vec(2 * 16, 1.0);
     /// let before = x.clone();
     /// // Add 2 * d_5 to row 1 only.
-    /// CpuBackend::new(1).steer(&sae, &mut x, &[Edit::AddFeature { feature: 5, coef: 2.0 }], Some(&[1]))?;
+    /// let edit = [Edit::AddFeature { feature: 5, coef: 2.0 }];
+    /// CpuBackend::new(1).steer(&sae, &mut x, &edit, Some(&[1]), &FeatureSource::Encoder)?;
     /// assert_eq!(x[..16], before[..16]);
     /// let d5 = &sae.weights().w_dec.as_slice()[5 * 16..6 * 16];
     /// assert!((0..16).all(|j| (x[16 + j] - before[16 + j] - 2.0 * d5[j]).abs() < 1e-6));
+    /// // A bad edit changes nothing.
+    /// let bad = [Edit::AddFeature { feature: 1, coef: 1.0 }, Edit::Ablate { feature: 99 }];
+    /// let y = x.clone();
+    /// assert!(CpuBackend::new(1).steer(&sae, &mut x, &bad, None, &FeatureSource::Encoder).is_err());
+    /// assert_eq!(x, y);
     /// # Ok(()) }
     /// ```
-    fn steer(&self, sae: &Sae, x: &mut [f32], edits: &[Edit], rows: Option<&[usize]>)
-    -> Result<()>;
+    fn steer(
+        &self,
+        sae: &Sae,
+        x: &mut [f32],
+        edits: &[Edit],
+        rows: Option<&[usize]>,
+        source: &FeatureSource,
+    ) -> Result<()>;
+
+    /// Inference-time optimisation on this backend: solve every row of `x`
+    /// (`[n, d_in]`) for sparse codes on the SAE's decoder (`crate::solve`).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend, solve::{Solver, SolverParams}};
+    /// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
+    /// let x = saeplug::synthetic::sparse_data(&sae, 2, 3, 0.0, 1);
+    /// let p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 8);
+    /// let (codes, info) = CpuBackend::new(1).solve(&sae, &x, &p)?;
+    /// assert_eq!(codes.n_rows(), 2);
+    /// assert!(info.residual.iter().all(|r| *r < 1e-3));
+    /// # Ok(()) }
+    /// ```
+    fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)>;
+
+    /// Activation of the single feature `i` for one input row `x` (`[d_in]`).
+    /// The default encodes the whole row; backends may compute only feature `i`.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::JumpRelu, 3)?;
+    /// let x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
+    /// let cpu = CpuBackend::new(1);
+    /// let mut f = vec![0.0; 64];
+    /// cpu.encode(&sae, &x, &mut f)?;
+    /// for i in [0, 17, 63] {
+    ///     assert!((cpu.feature_activation(&sae, &x, i)? - f[i]).abs() < 1e-5);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn feature_activation(&self, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
+        edits::check_row_feature(sae, x, i)?;
+        let mut f = vec![0.0f32; sae.d_sae()];
+        self.encode(sae, x, &mut f)?;
+        Ok(f[i])
+    }
 }
 
 /// Dense codes as the decoder multiplies them: top-k SAEs that rescale by decoder
 /// norms decode `f_i / ||d_i||` (SAELens); every other SAE decodes `f` itself.
 pub(crate) fn decoder_input<'a>(sae: &Sae, f: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-    use crate::sae::Architecture;
-    match sae.config().architecture {
-        Architecture::TopK {
-            rescale_by_decoder_norm: true,
-            ..
-        } => {
-            let norms = sae.decoder_norms();
-            std::borrow::Cow::Owned(
-                f.chunks_exact(sae.d_sae())
-                    .flat_map(|r| {
-                        r.iter()
-                            .zip(norms)
-                            .map(|(v, n)| if *v == 0.0 { 0.0 } else { v / n })
-                    })
-                    .collect(),
-            )
-        }
-        _ => std::borrow::Cow::Borrowed(f),
+    let scale = CodeScale::of(sae);
+    match scale.norms() {
+        None => std::borrow::Cow::Borrowed(f),
+        Some(_) => std::borrow::Cow::Owned(
+            f.chunks_exact(sae.d_sae())
+                .flat_map(|r| r.iter().enumerate().map(move |(i, v)| scale.coef_of(i, *v)))
+                .collect(),
+        ),
     }
 }
 

@@ -2,21 +2,13 @@
 
 use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
+use crate::backend::edits::check_finite_output;
 use crate::backend::{
-    Denorm, SparseCodes, apply_denorm, check_decode, check_denorm, check_len, decoder_input,
+    CodeScale, Denorm, SparseCodes, apply_denorm, check_decode, check_denorm, check_len,
+    decoder_input,
 };
 use crate::error::Result;
-use crate::sae::{Architecture, Sae};
-
-fn rescale(sae: &Sae) -> Option<&[f32]> {
-    match sae.config().architecture {
-        Architecture::TopK {
-            rescale_by_decoder_norm: true,
-            ..
-        } => Some(sae.decoder_norms()),
-        _ => None,
-    }
-}
+use crate::sae::Sae;
 
 pub(super) fn decode_dense(
     cpu: &CpuBackend,
@@ -48,7 +40,7 @@ pub(super) fn decode_dense(
         row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
     }
     apply_denorm(out, d, denorm);
-    Ok(())
+    check_finite_output("decoded activations", out, d)
 }
 
 pub(super) fn decode_sparse(
@@ -64,23 +56,20 @@ pub(super) fn decode_sparse(
     check_denorm(sae, &codes.denorm, n)?;
     let wd = sae.weights().w_dec.as_slice();
     let b = sae.weights().b_dec.as_slice();
-    let norms = rescale(sae);
+    let scale = CodeScale::of(sae);
     par_rows(out, d, cpu.threads, |first, rows| {
         for (j, row) in rows.chunks_exact_mut(d).enumerate() {
             row.copy_from_slice(b);
             let (idx, val) = codes.row(first + j);
             for (&i, &v) in idx.iter().zip(val) {
                 let i = i as usize;
-                let c = match norms {
-                    Some(nr) if v != 0.0 => v / nr[i],
-                    _ => v,
-                };
+                let c = scale.coef_of(i, v);
                 for (o, w) in row.iter_mut().zip(&wd[i * d..(i + 1) * d]) {
                     *o += c * w;
                 }
             }
         }
-    });
+    })?;
     apply_denorm(out, d, &codes.denorm);
-    Ok(())
+    check_finite_output("decoded activations", out, d)
 }

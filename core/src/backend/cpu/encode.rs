@@ -2,57 +2,10 @@
 
 use super::gemm::{MatRef, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
-use crate::backend::{Denorm, SparseCodes, check_len, rows_of};
-use crate::error::{Error, Result};
-use crate::sae::{Architecture, EncLayout, Normalization, Sae, TopKOrder};
-
-/// Normalise and centre `x` into a new buffer; returns it with the per-row denorm.
-pub(crate) fn preprocess(sae: &Sae, x: &[f32], n: usize) -> Result<(Vec<f32>, Vec<Denorm>)> {
-    let d = sae.d_in();
-    let mut xc = x.to_vec();
-    let mut denorm = Vec::new();
-    match sae.config().normalization {
-        Normalization::None => {}
-        Normalization::ConstantNormRescale => {
-            denorm.reserve(n);
-            for (r, row) in xc.chunks_exact_mut(d).enumerate() {
-                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                if norm == 0.0 {
-                    return Err(Error::invalid(format!(
-                        "row {r} has zero norm: constant_norm_rescale is undefined"
-                    )));
-                }
-                let s = (d as f32).sqrt() / norm;
-                row.iter_mut().for_each(|v| *v *= s);
-                denorm.push(Denorm {
-                    scale: 1.0 / s,
-                    shift: 0.0,
-                });
-            }
-        }
-        Normalization::LayerNorm => {
-            denorm.reserve(n);
-            for row in xc.chunks_exact_mut(d) {
-                let mu = row.iter().sum::<f32>() / d as f32;
-                row.iter_mut().for_each(|v| *v -= mu);
-                let var = row.iter().map(|v| v * v).sum::<f32>() / (d.max(2) - 1) as f32;
-                let std = var.sqrt();
-                row.iter_mut().for_each(|v| *v /= std + 1e-5);
-                denorm.push(Denorm {
-                    scale: std,
-                    shift: mu,
-                });
-            }
-        }
-    }
-    if sae.config().apply_b_dec_to_input {
-        let b = sae.weights().b_dec.as_slice();
-        for row in xc.chunks_exact_mut(d) {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v -= b);
-        }
-    }
-    Ok((xc, denorm))
-}
+use crate::backend::edits::check_finite_output;
+use crate::backend::{CodeScale, Denorm, SparseCodes, check_len, preprocess, rows_of};
+use crate::error::Result;
+use crate::sae::{Architecture, EncLayout, Sae, TopKOrder};
 
 /// `xc @ W_enc` into `pre` (`[n, d_sae]`), no bias.
 pub(crate) fn encoder_gemm(cpu: &CpuBackend, sae: &Sae, xc: &[f32], pre: &mut [f32]) -> Result<()> {
@@ -106,18 +59,13 @@ fn activate_row(sae: &Sae, row: &mut [f32], scratch: &mut Vec<u32>) {
                 *v = if gate { mag } else { 0.0 };
             }
         }
-        Architecture::TopK {
-            k,
-            order,
-            rescale_by_decoder_norm,
-        } => {
+        Architecture::TopK { k, order, .. } => {
             for (v, b) in row.iter_mut().zip(b) {
                 *v += b;
             }
-            if rescale_by_decoder_norm {
-                for (v, n) in row.iter_mut().zip(sae.decoder_norms()) {
-                    *v *= n;
-                }
+            if let Some(norms) = CodeScale::of(sae).norms() {
+                // Codes in SAE units (`CodeScale`): the pre-activation times ||d_i||.
+                row.iter_mut().zip(norms).for_each(|(v, n)| *v *= n);
             }
             topk_row(row, k, order, scratch);
         }
@@ -204,13 +152,14 @@ pub(super) fn encode_dense(
     let (_, denorm) = pre_activations(cpu, sae, x, out)?;
     let ds = sae.d_sae();
     // Warm the lazily computed tables before threads race to them.
-    let _ = (sae.decoder_norms_if_needed(), sae.exp_r_mag());
+    let _ = (CodeScale::of(sae), sae.exp_r_mag());
     par_rows(out, ds, cpu.threads, |_, rows| {
         let mut scratch = Vec::new();
         for row in rows.chunks_exact_mut(ds) {
             activate_row(sae, row, &mut scratch);
         }
-    });
+    })?;
+    check_finite_output("encoded features", out, ds)?;
     Ok(denorm)
 }
 

@@ -155,30 +155,37 @@ pub(crate) fn sgemm_col_blocks(
         per_thread[j % threads].push((j, blk));
     }
     let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = per_thread
-            .into_iter()
-            .map(|list| {
-                s.spawn(move || -> Result<()> {
-                    for (j, blk) in list {
-                        let j0 = j * cb;
-                        let w = blk.len() / m;
-                        let sub = MatRef {
-                            data: b.data.get(j0 * b.cs..).unwrap_or(&[]),
-                            rows: b.rows,
-                            cols: w,
-                            rs: b.rs,
-                            cs: b.cs,
-                        };
-                        if small {
-                            axpy_block(a, sub, blk)?;
-                        } else {
-                            sgemm(a, sub, blk, false, 1)?;
-                        }
+        let mut handles = Vec::with_capacity(threads);
+        for list in per_thread {
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || -> Result<()> {
+                for (j, blk) in list {
+                    let j0 = j * cb;
+                    let w = blk.len() / m;
+                    let sub = MatRef {
+                        data: b.data.get(j0 * b.cs..).unwrap_or(&[]),
+                        rows: b.rows,
+                        cols: w,
+                        rs: b.rs,
+                        cs: b.cs,
+                    };
+                    if small {
+                        axpy_block(a, sub, blk)?;
+                    } else {
+                        sgemm(a, sub, blk, false, 1)?;
                     }
-                    Ok(())
-                })
-            })
-            .collect();
+                }
+                Ok(())
+            });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Already-spawned workers finish when the scope ends.
+                    return vec![Err(Error::Backend(format!(
+                        "cannot spawn a GEMM worker thread: {e}"
+                    )))];
+                }
+            }
+        }
         handles
             .into_iter()
             .map(|h| {

@@ -17,11 +17,22 @@
 mod decode;
 pub(crate) mod encode;
 pub(crate) mod gemm;
+mod solve;
+mod steer;
 
 use crate::backend::{Backend, Denorm, SparseCodes};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::Sae;
-use crate::steer::Edit;
+
+/// The most worker threads a CPU backend uses. Larger requests are refused by
+/// [`CpuBackend::try_new`] and clamped by [`CpuBackend::new`].
+///
+/// ```
+/// assert!(saeplug::backend::cpu::MAX_THREADS >= 64);
+/// assert_eq!(saeplug::CpuBackend::new(1 << 30).threads(), saeplug::backend::cpu::MAX_THREADS);
+/// ```
+pub const MAX_THREADS: usize = 256;
 
 /// The CPU backend.
 ///
@@ -59,7 +70,30 @@ impl CpuBackend {
         } else {
             threads
         };
-        CpuBackend { threads }
+        CpuBackend {
+            threads: threads.min(MAX_THREADS),
+        }
+    }
+
+    /// Like [`CpuBackend::new`], but a count above [`MAX_THREADS`] is an error
+    /// instead of being clamped.
+    ///
+    /// ```
+    /// assert_eq!(saeplug::CpuBackend::try_new(2).unwrap().threads(), 2);
+    /// assert!(saeplug::CpuBackend::try_new(1 << 20).is_err());
+    /// ```
+    pub fn try_new(threads: usize) -> Result<Self> {
+        if threads > MAX_THREADS {
+            return Err(Error::invalid(format!(
+                "{threads} threads requested; the CPU backend uses at most {MAX_THREADS}"
+            )));
+        }
+        Ok(Self::new(threads))
+    }
+
+    /// A one-thread backend for work too small to split.
+    fn single(&self) -> Self {
+        CpuBackend { threads: 1 }
     }
 
     /// Threads used.
@@ -74,25 +108,35 @@ impl CpuBackend {
 }
 
 /// Run `f(first_row, rows)` over `data` split into blocks of whole rows, on up to
-/// `threads` scoped threads (inline when the work is small).
+/// `threads` scoped threads (inline when the work is small). A thread that cannot
+/// be spawned is an error, not a panic.
 pub(crate) fn par_rows<T: Send>(
     data: &mut [T],
     row_len: usize,
     threads: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
-) {
+) -> Result<()> {
     let n_rows = data.len().checked_div(row_len).unwrap_or(0);
     if threads <= 1 || n_rows <= 1 || data.len() < 1 << 15 {
         f(0, data);
-        return;
+        return Ok(());
     }
     let per = n_rows.div_ceil(threads.min(n_rows));
     std::thread::scope(|s| {
+        let mut handles = Vec::new();
         for (i, chunk) in data.chunks_mut(per * row_len).enumerate() {
             let f = &f;
-            s.spawn(move || f(i * per, chunk));
+            let h = std::thread::Builder::new()
+                .spawn_scoped(s, move || f(i * per, chunk))
+                .map_err(|e| Error::Backend(format!("cannot spawn a CPU worker thread: {e}")))?;
+            handles.push(h);
         }
-    });
+        for h in handles {
+            h.join()
+                .map_err(|_| Error::Backend("CPU worker thread panicked".into()))?;
+        }
+        Ok(())
+    })
 }
 
 impl Backend for CpuBackend {
@@ -122,7 +166,16 @@ impl Backend for CpuBackend {
         x: &mut [f32],
         edits: &[Edit],
         rows: Option<&[usize]>,
+        source: &FeatureSource,
     ) -> Result<()> {
-        crate::steer::apply_edits(sae, x, edits, rows)
+        steer::steer(self, sae, x, edits, rows, source)
+    }
+
+    fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)> {
+        solve::solve(self, sae, x, p)
+    }
+
+    fn feature_activation(&self, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
+        steer::feature_activation(self, sae, x, i)
     }
 }

@@ -5,8 +5,8 @@ use wgpu::util::DeviceExt;
 
 use super::{GpuSae, Params, WgpuBackend, topk_mode};
 use crate::error::{Error, Result};
+use crate::params::Edit;
 use crate::sae::{Architecture, Sae, TopKOrder};
-use crate::steer::Edit;
 
 impl WgpuBackend {
     /// A read-only storage buffer holding `data` (never empty: wgpu bindings need
@@ -342,13 +342,8 @@ impl WgpuBackend {
     ) -> Result<()> {
         let d = sae.d_in();
         let n = codes.n_rows();
-        let rescale = matches!(
-            sae.config().architecture,
-            Architecture::TopK {
-                rescale_by_decoder_norm: true,
-                ..
-            }
-        );
+        // The kernel divides by ||d_i|| (its inv_norm table) when codes are rescaled.
+        let rescale = crate::backend::CodeScale::of(sae).norms().is_some();
         let per = self.rows_per_pass(d);
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);

@@ -1,40 +1,44 @@
 //! ITO solvers on the GPU: gradient pursuit and matching pursuit, batched, with
 //! the per-step kernels `ito_correlate` (GEMM), `ito_select` (argmax),
-//! `ito_direction` + `ito_linesearch` (GP) and `ito_residual`.
+//! `ito_direction` + `ito_linesearch` (GP) and `ito_residual`. Orthogonal MP
+//! computes each step's correlations `R W_dec^T` on the GPU and keeps its
+//! per-row Cholesky refits on the host (`backend::ito`).
+
+use std::sync::Arc;
 
 use saeplug_shaders as sh;
 
-use super::{Params, WgpuBackend};
+use super::{GpuSae, Params, WgpuBackend};
+use crate::backend::ito::{Batch, assemble, centred_targets};
 use crate::backend::{SparseCodes, rows_of};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::params::{SolveInfo, Solver, SolverParams};
 use crate::sae::Sae;
-use crate::solve::{SolveInfo, Solver, SolverParams};
+
+/// W_dec^T split into column chunks under the binding limit: (first column, width, buffer).
+type DecT = Vec<(usize, usize, wgpu::Buffer)>;
 
 impl WgpuBackend {
-    /// Solve like [`crate::solve::solve`] on the GPU (matching pursuit and gradient
-    /// pursuit; OMP's per-row Cholesky refits stay on the CPU: `Unsupported`).
-    /// W_dec and W_dec^T are used in chunks under the adapter's binding limit.
-    ///
-    /// ```
-    /// # fn main() -> saeplug::Result<()> {
-    /// use saeplug::solve::{Solver, SolverParams, solve};
-    /// use saeplug::{CpuBackend, WgpuBackend, WgpuOptions};
-    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
-    ///     Ok(gpu) => gpu,
-    ///     Err(e) => {
-    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
-    ///         return Ok(());
-    ///     }
-    /// };
-    /// let sae = saeplug::synthetic::random_sae(32, 128, saeplug::Architecture::Standard, 3)?;
-    /// let x = saeplug::synthetic::sparse_data(&sae, 4, 3, 0.01, 1);
-    /// let p = SolverParams::new(Solver::GradientPursuit, 6);
-    /// let (on_gpu, _) = gpu.solve(&sae, &x, &p)?;
-    /// let (on_cpu, _) = solve(&CpuBackend::new(1), &sae, &x, &p)?;
-    /// assert_eq!(on_gpu.indices, on_cpu.indices); // the same supports
-    /// # Ok(()) }
-    /// ```
-    pub fn solve(
+    /// W_dec^T in column chunks, uploaded on first use.
+    fn dec_t<'a>(&self, sae: &Sae, g: &'a Arc<GpuSae>) -> Result<&'a DecT> {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let width = self.chunk_width(d, ds)?;
+        Ok(g.dec_t.get_or_init(|| {
+            self.column_chunks(
+                sae.weights().w_dec.as_slice(),
+                d,
+                ds,
+                true,
+                width,
+                false,
+                "W_dec^T chunk",
+            )
+        }))
+    }
+
+    /// Solve on the GPU: MP and GP entirely in kernels; OMP with its correlations
+    /// on the GPU and its Cholesky refits on the host.
+    pub(crate) fn solve_rows(
         &self,
         sae: &Sae,
         x: &[f32],
@@ -45,32 +49,22 @@ impl WgpuBackend {
             Solver::GradientPursuit => 0u32,
             Solver::MatchingPursuit => 1,
             Solver::OrthogonalMatchingPursuit => {
-                return Err(Error::Unsupported(
-                    "orthogonal matching pursuit runs on the CPU backend (per-row Cholesky refits)"
-                        .into(),
-                ));
+                let g = self.gpu_sae(sae)?;
+                let dec_t = self.dec_t(sae, &g)?;
+                let mut batch = Batch::new(sae, x, p)?;
+                while batch.running() {
+                    let (resid, q) = batch.residuals_and_correlations();
+                    self.scoped(|| self.correlate(sae, dec_t, resid, q))?;
+                    batch.step();
+                }
+                return Ok(batch.finish());
             }
         };
         let n = rows_of(sae, x)?;
         let (d, ds, k) = (sae.d_in(), sae.d_sae(), p.k_max);
         let g = self.gpu_sae(sae)?;
-        let width = self.chunk_width(d, ds)?;
-        let dec_t = g.dec_t.get_or_init(|| {
-            self.column_chunks(
-                sae.weights().w_dec.as_slice(),
-                d,
-                ds,
-                true,
-                width,
-                false,
-                "W_dec^T chunk",
-            )
-        });
-        let b = sae.weights().b_dec.as_slice();
-        let mut target = x.to_vec();
-        for row in target.chunks_exact_mut(d) {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v -= b);
-        }
+        let dec_t = self.dec_t(sae, &g)?;
+        let target = centred_targets(sae, x);
         let mut support = vec![0u32; n * k];
         let mut coef = vec![0.0f32; n * k];
         let mut count = vec![0u32; n];
@@ -202,7 +196,44 @@ impl WgpuBackend {
                 iters[r],
             )
         });
-        Ok(crate::solve::assemble(sae, rows, &resid))
+        Ok(assemble(sae, rows, &resid))
+    }
+}
+
+impl WgpuBackend {
+    /// `Q = R W_dec^T` for residual rows `resid` (`[n, d_in]`) into `q` (`[n, d_sae]`).
+    fn correlate(&self, sae: &Sae, dec_t: &DecT, resid: &[f32], q: &mut [f32]) -> Result<()> {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let n = resid.len() / d.max(1);
+        let per = (self.max_chunk / (4 * ds.max(d) as u64)) as usize;
+        let per = per.min(self.max_groups as usize).max(1);
+        for r0 in (0..n).step_by(per) {
+            let rows = per.min(n - r0);
+            let rbuf = self.storage(&resid[r0 * d..(r0 + rows) * d], "residual");
+            let qbuf = self.storage_rw(&vec![0.0f32; rows * ds], "correlations");
+            let mut enc = self.encoder();
+            for (c0, cw, wbuf) in dec_t.iter() {
+                let pc = Params {
+                    n_rows: rows as u32,
+                    k_dim: d as u32,
+                    n_cols: *cw as u32,
+                    ld_out: ds as u32,
+                    col_offset: *c0 as u32,
+                    ld_lhs: d as u32,
+                    ..Default::default()
+                };
+                self.dispatch(
+                    &mut enc,
+                    &sh::ITO_CORRELATE,
+                    &pc,
+                    &[&rbuf, wbuf, &qbuf],
+                    self.groups_gemm(rows, *cw)?,
+                );
+            }
+            self.queue.submit([enc.finish()]);
+            self.read_into(&qbuf, &mut q[r0 * ds..(r0 + rows) * ds])?;
+        }
+        Ok(())
     }
 }
 

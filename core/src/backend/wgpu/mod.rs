@@ -32,11 +32,14 @@ use std::task::{Context, Poll, Waker};
 
 use saeplug_shaders::Kernel;
 
-use crate::backend::cpu::encode::preprocess;
-use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, rows_of};
+use crate::backend::edits::{
+    activations_from_codes, activations_from_dense, apply_with, check_finite_output, gather_rows,
+    scatter_rows, selected_rows, validate_edits,
+};
+use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, preprocess, rows_of};
 use crate::error::{Error, Result};
+use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::{Architecture, EncLayout, Sae, TopKOrder};
-use crate::steer::Edit;
 
 /// The uniform every kernel binds at binding 0 (mirror of `common/params.wgsl`).
 #[repr(C)]
@@ -501,17 +504,14 @@ impl WgpuBackend {
         r
     }
 
-    fn check_edits(&self, sae: &Sae, edits: &[Edit]) -> Result<()> {
-        if matches!(sae.config().architecture, Architecture::TopK { .. })
-            && edits
+    /// Whether the steering kernels can compute these edits' activations: top-k
+    /// SAEs need the row's k-th value for clamp/ablate/scale, so those rows are
+    /// encoded whole instead.
+    fn kernels_steer(sae: &Sae, edits: &[Edit]) -> bool {
+        !matches!(sae.config().architecture, Architecture::TopK { .. })
+            || edits
                 .iter()
-                .any(|e| !matches!(e, Edit::AddVector { .. } | Edit::AddFeature { .. }))
-        {
-            return Err(Error::Unsupported(
-                "GPU steering of top-k SAEs with clamp/ablate/scale (needs the row's k-th value); use the CPU backend".into(),
-            ));
-        }
-        Ok(())
+                .all(|e| matches!(e, Edit::AddVector { .. } | Edit::AddFeature { .. }))
     }
 }
 
@@ -538,6 +538,7 @@ impl Backend for WgpuBackend {
         }
         let g = self.gpu_sae(sae)?;
         self.scoped(|| self.encode_rows(sae, &g, &xc, out))?;
+        check_finite_output("encoded features", out, sae.d_sae())?;
         Ok(denorm)
     }
 
@@ -558,7 +559,7 @@ impl Backend for WgpuBackend {
         let g = self.gpu_sae(sae)?;
         self.scoped(|| self.decode_rows(sae, &g, f, out))?;
         crate::backend::apply_denorm(out, d, denorm);
-        Ok(())
+        check_finite_output("decoded activations", out, d)
     }
 
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()> {
@@ -572,7 +573,7 @@ impl Backend for WgpuBackend {
         let g = self.gpu_sae(sae)?;
         self.scoped(|| self.decode_sparse_rows(sae, &g, codes, out))?;
         crate::backend::apply_denorm(out, sae.d_in(), &codes.denorm);
-        Ok(())
+        check_finite_output("decoded activations", out, sae.d_in())
     }
 
     fn steer(
@@ -581,12 +582,36 @@ impl Backend for WgpuBackend {
         x: &mut [f32],
         edits: &[Edit],
         rows: Option<&[usize]>,
+        source: &FeatureSource,
     ) -> Result<()> {
-        let n = crate::steer::validate_edits(sae, x, edits, rows)?;
-        self.check_edits(sae, edits)?;
+        let d = sae.d_in();
+        let n = validate_edits(sae, x, edits, rows)?;
         if n == 0 || edits.is_empty() {
             return Ok(());
         }
-        self.scoped(|| self.steer_rows(sae, x, edits, rows))
+        let rows = selected_rows(rows, n);
+        let mut sel = gather_rows(x, d, &rows);
+        match source {
+            FeatureSource::Encoder if Self::kernels_steer(sae, edits) => {
+                self.scoped(|| self.steer_rows(sae, &mut sel, edits, None))?;
+            }
+            FeatureSource::Encoder => {
+                let ds = sae.d_sae();
+                let mut f = vec![0.0f32; sel.len() / d * ds];
+                self.encode(sae, &sel, &mut f)?;
+                apply_with(sae, &mut sel, edits, &activations_from_dense(&f, ds, edits));
+            }
+            FeatureSource::Solver(p) => {
+                let (codes, _) = self.solve_rows(sae, &sel, p)?;
+                apply_with(sae, &mut sel, edits, &activations_from_codes(&codes, edits));
+            }
+        }
+        check_finite_output("steered activations", &sel, d)?;
+        scatter_rows(x, d, &rows, &sel);
+        Ok(())
+    }
+
+    fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)> {
+        self.solve_rows(sae, x, p)
     }
 }

@@ -1,0 +1,97 @@
+//! CPU feature edits: the activation of one feature in O(d_in) (standard,
+//! jumprelu, gated), or from the row's encoding (top-k) or an ITO solve.
+
+use super::CpuBackend;
+use super::encode::encode_dense;
+use super::solve;
+use crate::backend::edits::{
+    activations_from_codes, apply_with, check_finite_output, check_row_feature, gather_rows,
+    reads_activation, scatter_rows, selected_rows, validate_edits,
+};
+use crate::backend::preprocess;
+use crate::error::Result;
+use crate::params::{Edit, FeatureSource};
+use crate::sae::{Architecture, EncLayout, Sae};
+
+/// Activation of feature `i` for one row, computing only that feature where the
+/// architecture allows (top-k needs the row's k-th value: the row is encoded).
+pub(super) fn feature_activation(cpu: &CpuBackend, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
+    check_row_feature(sae, x, i)?;
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    if let Architecture::TopK { .. } = sae.config().architecture {
+        let mut row = vec![0.0f32; ds];
+        encode_dense(&cpu.single(), sae, x, &mut row)?;
+        return Ok(row[i]);
+    }
+    let (xc, _) = preprocess(sae, x, 1)?;
+    let w = sae.weights();
+    let we = w.w_enc.as_slice();
+    let col: f32 = match sae.enc_layout {
+        EncLayout::InBySae => xc.iter().enumerate().map(|(j, v)| v * we[j * ds + i]).sum(),
+        EncLayout::SaeByIn => xc
+            .iter()
+            .zip(&we[i * d..(i + 1) * d])
+            .map(|(a, b)| a * b)
+            .sum(),
+    };
+    let b = w.b_enc.as_slice()[i];
+    Ok(match sae.config().architecture {
+        Architecture::JumpRelu => {
+            let p = col + b;
+            let t = w.threshold.as_ref().map_or(0.0, |t| t.as_slice()[i]);
+            if p > t { p.max(0.0) } else { 0.0 }
+        }
+        Architecture::Gated => {
+            let e = sae.exp_r_mag()[i];
+            let bm = w.b_mag.as_ref().map_or(0.0, |t| t.as_slice()[i]);
+            if col + b > 0.0 {
+                (col * e + bm).max(0.0)
+            } else {
+                0.0
+            }
+        }
+        Architecture::Standard | Architecture::TopK { .. } => (col + b).max(0.0),
+    })
+}
+
+/// Apply `edits` to the selected rows of `x` on a copy, written back only when
+/// every row succeeded and stayed finite.
+pub(super) fn steer(
+    cpu: &CpuBackend,
+    sae: &Sae,
+    x: &mut [f32],
+    edits: &[Edit],
+    rows: Option<&[usize]>,
+    source: &FeatureSource,
+) -> Result<()> {
+    let d = sae.d_in();
+    let n = validate_edits(sae, x, edits, rows)?;
+    if n == 0 || edits.is_empty() {
+        return Ok(());
+    }
+    let rows = selected_rows(rows, n);
+    let mut sel = gather_rows(x, d, &rows);
+    // The activations every edit reads, from the unedited rows.
+    let acts = match source {
+        FeatureSource::Encoder => {
+            let mut acts = Vec::with_capacity(rows.len() * edits.len());
+            for row in sel.chunks_exact(d) {
+                for e in edits {
+                    acts.push(match reads_activation(e) {
+                        Some(i) => feature_activation(cpu, sae, row, i)?,
+                        None => 0.0,
+                    });
+                }
+            }
+            acts
+        }
+        // One batched solve over the selected rows.
+        FeatureSource::Solver(p) => {
+            activations_from_codes(&solve::solve(cpu, sae, &sel, p)?.0, edits)
+        }
+    };
+    apply_with(sae, &mut sel, edits, &acts);
+    check_finite_output("steered activations", &sel, d)?;
+    scatter_rows(x, d, &rows, &sel);
+    Ok(())
+}
