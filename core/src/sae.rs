@@ -198,7 +198,11 @@ impl Sae {
     ///
     /// Weights are memory-mapped; f32 tensors are borrowed from the map (zero copy).
     /// The files must not be modified or truncated while the `Sae` lives; use
-    /// [`Sae::check_unchanged`] to detect size/mtime changes.
+    /// [`Sae::check_unchanged`] before each use to detect a file replaced under the
+    /// same path, truncated or rewritten (a truncation *during* a call raises SIGBUS
+    /// and stays the host's responsibility). Only regular files are opened. Opening
+    /// reads no weight page: the one scan for NaN/Inf weights runs on the first
+    /// compute call ([`Sae::check_finite`]).
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -323,7 +327,9 @@ impl Sae {
         .collect()
     }
 
-    /// Error if any mapped file changed size or modification time since open.
+    /// Error ([`crate::ErrorKind::FileChanged`]) if any mapped file was replaced under
+    /// its path (another device/inode), or changed size or modification time since
+    /// open (see [`crate::weights::MappedFile::check_unchanged`]).
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {

@@ -172,7 +172,7 @@ pub(super) fn open_saelens(dir: &Path) -> Result<LoadedSae> {
             })?;
             // Sized by a tensor in the file (so bounded by the file size), never by
             // the cfg's d_sae; `Sae` assembly checks it against d_sae.
-            let n = b_enc.shape().iter().product();
+            let n = b_enc.as_slice().len();
             threshold = Some(Tensor::owned(
                 "threshold",
                 b_enc.shape().to_vec(),

@@ -336,7 +336,8 @@ pub fn write_safetensors(
                 "tensor name '{name}' is repeated or reserved"
             )));
         }
-        let numel: usize = shape.iter().product();
+        let numel = super::tensor::checked_numel(shape)
+            .ok_or_else(|| Error::invalid(format!("tensor '{name}': shape {shape:?} overflows")))?;
         if numel != data.len() {
             return Err(Error::invalid(format!(
                 "tensor '{name}': shape {shape:?} needs {numel} elements, got {}",

@@ -88,15 +88,18 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements.
+    /// Number of elements (`usize::MAX` when the product overflows, which no file
+    /// can hold).
     ///
     /// ```
     /// use saeplug::weights::{DType, TensorInfo};
     /// let info = TensorInfo { dtype: DType::F16, shape: vec![4, 5], offset: 0 };
     /// assert_eq!(info.numel(), 20);
+    /// let huge = TensorInfo { dtype: DType::F32, shape: vec![usize::MAX, 2], offset: 0 };
+    /// assert_eq!(huge.numel(), usize::MAX);
     /// ```
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
     }
 }
 
@@ -138,7 +141,8 @@ impl Tensor {
     /// ```
     pub fn owned(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let name = name.into();
-        let numel: usize = shape.iter().product();
+        let numel = checked_numel(&shape)
+            .ok_or_else(|| Error::invalid(format!("tensor '{name}': shape {shape:?} overflows")))?;
         if numel != data.len() {
             return Err(Error::invalid(format!(
                 "tensor '{name}': shape {shape:?} needs {numel} elements, got {}",
@@ -173,9 +177,8 @@ impl Tensor {
     /// # Ok(()) }
     /// ```
     pub fn from_file(file: &Arc<MappedFile>, name: &str, info: &TensorInfo) -> Result<Self> {
-        let numel = info.numel();
-        let nbytes = numel
-            .checked_mul(info.dtype.size())
+        let nbytes = checked_numel(&info.shape)
+            .and_then(|n| n.checked_mul(info.dtype.size()))
             .ok_or_else(|| Error::format(file.path(), format!("tensor '{name}' is too large")))?;
         let end = info
             .offset
@@ -193,6 +196,7 @@ impl Tensor {
                 )
             })?;
         let bytes = &file.bytes()[info.offset..end];
+        let numel = nbytes / info.dtype.size();
         let shape = info.shape.clone();
         let owned = |v: Vec<f32>| Tensor {
             name: name.to_string(),
@@ -303,6 +307,11 @@ impl Tensor {
     pub fn is_mapped(&self) -> bool {
         matches!(self.data, Data::Mapped { .. })
     }
+}
+
+/// The number of elements of `shape`, or `None` when the product overflows.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 /// Index of the first NaN or infinite value of `v`, if any. Scans in blocks with a
