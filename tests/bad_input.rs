@@ -993,3 +993,111 @@ fn safetensors_refused_where_the_reference_reader_refuses() {
         }
     }
 }
+
+/// The `saeplug` CLI binary (built here, as tests/cli.rs does).
+fn saeplug_cli() -> PathBuf {
+    let exe = common::repo_root().join(if cfg!(debug_assertions) {
+        "target/debug/saeplug"
+    } else {
+        "target/release/saeplug"
+    });
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(common::repo_root())
+        .args(["build", "-q", "-p", "saeplug-cli"]);
+    if !cfg!(debug_assertions) {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building the CLI failed");
+    exe
+}
+
+/// `saeplug inspect PATH` with a timeout: (exit success, stdout + stderr).
+fn cli_inspect(exe: &Path, path: &Path) -> (bool, String) {
+    let mut child = Command::new(exe)
+        .arg("inspect")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run saeplug");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!(
+                "saeplug inspect {} hung (killed after 20 s)",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let o = child.wait_with_output().expect("output");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // An error exit is fine; death by a signal (abort, SIGBUS) is not.
+    assert!(
+        status.code().is_some(),
+        "saeplug inspect {} crashed ({status}): {out}",
+        path.display()
+    );
+    (status.success(), out)
+}
+
+#[test]
+fn cli_inspect_refuses_malformed_sae_files_cleanly() {
+    let exe = saeplug_cli();
+    let ok = copy_case("standard", "cli_ok");
+    let (success, out) = cli_inspect(&exe, &ok);
+    assert!(success, "{out}");
+    // cfg.json a FIFO (used to block forever).
+    let fifo = copy_case("standard", "cli_fifo");
+    std::fs::remove_file(fifo.join("cfg.json")).unwrap();
+    mkfifo(&fifo.join("cfg.json"));
+    // batchtopk with d_sae = 2^60 (used to abort allocating the threshold).
+    let huge = saelens_with_cfg(
+        "cli_huge",
+        r#"{"d_in": 8, "d_sae": 1152921504606846976, "architecture": "batchtopk", "topk_threshold": 0.5, "metadata": {"sae_lens_version": "6.1.0"}}"#,
+    );
+    // A field of the wrong JSON type (used to become the default silently).
+    let typed = saelens_with_cfg(
+        "cli_typed",
+        r#"{"d_in": 8, "d_sae": 16, "apply_b_dec_to_input": "no", "metadata": {"sae_lens_version": "6.1.0"}}"#,
+    );
+    // Two tensors sharing bytes (the reference reader refuses it).
+    let overlap = copy_case("standard", "cli_overlap");
+    let b = std::fs::read(st_file(&overlap)).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let h = String::from_utf8(b[8..8 + n].to_vec()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&h).unwrap();
+    // W_enc pointed at W_dec's bytes (same size): two tensors share one range.
+    v["W_enc"]["data_offsets"] = v["W_dec"]["data_offsets"].clone();
+    let mut h2 = serde_json::to_string(&v).unwrap();
+    assert!(h2.len() <= n, "fixture header layout changed");
+    while h2.len() < n {
+        h2.push(' ');
+    }
+    let mut b2 = b.clone();
+    b2[8..8 + n].copy_from_slice(h2.as_bytes());
+    std::fs::write(st_file(&overlap), &b2).unwrap();
+    for (d, needle) in [
+        (&fifo, "FIFO"),
+        (&huge, "1152921504606846976"),
+        (&typed, "'apply_b_dec_to_input' must be true or false"),
+        (&overlap, "overlaps"),
+    ] {
+        let (success, out) = cli_inspect(&exe, d);
+        assert!(!success, "{}: {out}", d.display());
+        assert!(
+            out.contains(needle),
+            "{}: '{out}' lacks '{needle}'",
+            d.display()
+        );
+    }
+}
