@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Every test of the project: formatting, lints, docs, and the whole test suite
-# (SAELens fixtures, format tests, C consumer under ASan/UBSan and valgrind, CLI).
-# Needs: Rust toolchain, gcc/g++, valgrind, python3 with numpy (see .ci/run).
+# (SAELens fixtures, format tests, C consumer under ASan/UBSan and valgrind, GPU on
+# lavapipe, llama.cpp engine, CLI). Works on a fresh Debian 12 machine by itself:
+# scripts/setup.sh first installs or builds whatever is missing (a no-op when all is
+# there) and exports XDG_RUNTIME_DIR and SAEPLUG_LLAMA_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace -q

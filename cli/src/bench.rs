@@ -8,15 +8,105 @@ use saeplug::synthetic::{Rng, random_sae};
 use saeplug::weights::write_npy;
 use saeplug::{Architecture, Backend, CpuBackend, Error, Result, Sae};
 
-use crate::{opt_usize, usage_err};
+use clap::{Args, Subcommand};
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("encode") => encode(args),
-        Some("open") => open(args),
-        Some("gpu") => gpu(args),
-        Some("ito") => ito(args),
-        _ => Err(usage_err("bench needs 'encode', 'gpu', 'ito' or 'open'")),
+use crate::check;
+use crate::progress;
+
+/// `saeplug bench ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum BenchCommand {
+    /// CPU encode throughput vs PyTorch (else numpy) on the same machine.
+    Encode(EncodeBench),
+    /// wgpu vs CPU encode/decode on whatever adapter exists.
+    Gpu(GpuBench),
+    /// MP/OMP/GP throughput vs scikit-learn's orthogonal_mp_gram.
+    Ito(ItoBench),
+    /// Time to open (map) a large SAE file.
+    Open(OpenBench),
+}
+
+/// Sizes shared by the benchmarks.
+#[derive(Args, Debug)]
+pub(crate) struct Shape {
+    /// Input width.
+    #[arg(long, default_value = "2304", value_parser = check::positive)]
+    d_in: usize,
+    /// Number of features.
+    #[arg(long, default_value = "16384", value_parser = check::positive)]
+    d_sae: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EncodeBench {
+    #[command(flatten)]
+    shape: Shape,
+    /// Rows per call.
+    #[arg(long, default_value = "64", value_parser = check::positive)]
+    batch: usize,
+    /// Timed calls.
+    #[arg(long, default_value = "20", value_parser = check::positive)]
+    iters: usize,
+    /// Skip the Python peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_parser = check::threads)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GpuBench {
+    #[command(flatten)]
+    shape: Shape,
+    /// Rows per call.
+    #[arg(long, default_value = "64", value_parser = check::positive)]
+    batch: usize,
+    /// Timed calls (best of).
+    #[arg(long, default_value = "5", value_parser = check::positive)]
+    iters: usize,
+    /// The card's FP32 peak in TFLOP/s, to report the fraction reached.
+    #[arg(long, value_parser = check::positive_f64)]
+    peak_tflops: Option<f64>,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_parser = check::threads)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ItoBench {
+    #[command(flatten)]
+    shape: Shape,
+    /// Solver steps.
+    #[arg(long, default_value = "32", value_parser = check::positive)]
+    k: usize,
+    /// Rows.
+    #[arg(long, default_value = "32", value_parser = check::positive)]
+    batch: usize,
+    /// Also run MP and GP on the wgpu backend.
+    #[arg(long)]
+    gpu: bool,
+    /// Skip the Python peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_parser = check::threads)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct OpenBench {
+    /// Size of the SAE file in MB.
+    #[arg(long, default_value = "300", value_parser = check::positive)]
+    mb: usize,
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Encode(a) => encode(a),
+        BenchCommand::Open(a) => open(a),
+        BenchCommand::Gpu(a) => gpu(a),
+        BenchCommand::Ito(a) => ito(a),
     }
 }
 
@@ -49,10 +139,12 @@ fn make_sae(dir: &Path, d_in: usize, d_sae: usize) -> Result<()> {
     random_sae(d_in, d_sae, Architecture::Standard, 1)?.save_saelens(dir)
 }
 
-fn open(args: &[String]) -> Result<()> {
-    let mb = opt_usize(args, "--mb", 300)?;
+fn open(a: OpenBench) -> Result<()> {
     let d_in = 2304;
-    let d_sae = (mb << 20) / (8 * d_in);
+    let d_sae =
+        a.mb.checked_mul(1 << 20)
+            .map(|b| (b / (8 * d_in)).max(1))
+            .ok_or_else(|| Error::InvalidArgument(format!("--mb {} is too large", a.mb)))?;
     let dir = bench_dir("open");
     make_sae(&dir, d_in, d_sae)?;
     let file = dir.join("sae_weights.safetensors");
@@ -63,12 +155,15 @@ fn open(args: &[String]) -> Result<()> {
         })?
         .len();
     let mut best = f64::MAX;
+    let bar = progress::bar(10, "bench open", "opens");
     for _ in 0..10 {
         let t = Instant::now();
         let sae = Sae::open(&dir)?;
         best = best.min(t.elapsed().as_secs_f64());
         assert_zero_copy(&sae)?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let t = Instant::now();
     let bytes = std::fs::read(&file).map_err(|e| Error::Io {
         path: file.clone(),
@@ -97,26 +192,26 @@ fn assert_zero_copy(sae: &Sae) -> Result<()> {
     }
 }
 
-fn encode(args: &[String]) -> Result<()> {
-    let d_in = opt_usize(args, "--d-in", 2304)?;
-    let d_sae = opt_usize(args, "--d-sae", 16384)?;
-    let batch = opt_usize(args, "--batch", 64)?;
-    let iters = opt_usize(args, "--iters", 20)?;
+fn encode(a: EncodeBench) -> Result<()> {
+    let (d_in, d_sae, batch, iters) = (a.shape.d_in, a.shape.d_sae, a.batch, a.iters);
     let dir = bench_dir("encode");
     make_sae(&dir, d_in, d_sae)?;
     let sae = Sae::open(&dir)?;
     assert_zero_copy(&sae)?;
     let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
-    let cpu = CpuBackend::default();
-    let mut out = vec![0.0f32; batch * d_sae];
+    let cpu = CpuBackend::try_new(a.threads)?;
+    let mut out = crate::zeros(batch * d_sae)?;
     for _ in 0..3 {
         cpu.encode(&sae, &x, &mut out)?;
     }
+    let bar = progress::bar(iters as u64, "bench encode", "calls");
     let t = Instant::now();
     for _ in 0..iters {
         cpu.encode(&sae, &x, &mut out)?;
+        bar.inc(1);
     }
     let ours = t.elapsed().as_secs_f64() / iters as f64;
+    bar.finish_and_clear();
     let flop = 2.0 * (batch * d_in * d_sae) as f64;
     let l0 = out.iter().filter(|v| **v > 0.0).count() as f64 / batch as f64;
     println!(
@@ -126,7 +221,7 @@ fn encode(args: &[String]) -> Result<()> {
         batch as f64 / ours,
         flop / ours / 1e9
     );
-    if !args.iter().any(|a| a == "--no-peer") {
+    if !a.no_peer {
         let xp = dir.join("x.npy");
         write_npy(&xp, &[batch, d_in], &x)?;
         let iters_s = iters.to_string();
@@ -149,23 +244,24 @@ fn encode(args: &[String]) -> Result<()> {
 }
 
 /// Best-of time of `f` over `iters` calls after one warm-up call.
-fn time_it(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn time_it(what: &str, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let bar = progress::bar(iters.max(1) as u64 + 1, what, "calls");
     f()?;
+    bar.inc(1);
     let mut best = f64::MAX;
     for _ in 0..iters.max(1) {
         let t = Instant::now();
         f()?;
         best = best.min(t.elapsed().as_secs_f64());
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(best)
 }
 
-fn gpu(args: &[String]) -> Result<()> {
-    let d_in = opt_usize(args, "--d-in", 2304)?;
-    let d_sae = opt_usize(args, "--d-sae", 16384)?;
-    let batch = opt_usize(args, "--batch", 64)?;
-    let iters = opt_usize(args, "--iters", 5)?;
-    let peak = crate::opt(args, "--peak-tflops").and_then(|v| v.parse::<f64>().ok());
+fn gpu(a: GpuBench) -> Result<()> {
+    let (d_in, d_sae, batch, iters) = (a.shape.d_in, a.shape.d_sae, a.batch, a.iters);
+    let peak = a.peak_tflops;
     let sae = random_sae(d_in, d_sae, Architecture::Standard, 1)?;
     let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
     let gpu = saeplug::WgpuBackend::new(Default::default())?;
@@ -178,15 +274,19 @@ fn gpu(args: &[String]) -> Result<()> {
         info.driver_info,
         gpu.max_chunk_bytes() >> 20
     );
-    let cpu = CpuBackend::default();
+    let cpu = CpuBackend::try_new(a.threads)?;
     let flop = 2.0 * (batch * d_in * d_sae) as f64;
-    let mut out_c = vec![0.0f32; batch * d_sae];
-    let mut out_g = vec![0.0f32; batch * d_sae];
-    let t_cpu = time_it(iters, || cpu.encode(&sae, &x, &mut out_c).map(|_| ()))?;
+    let mut out_c = crate::zeros(batch * d_sae)?;
+    let mut out_g = crate::zeros(batch * d_sae)?;
+    let t_cpu = time_it("cpu encode", iters, || {
+        cpu.encode(&sae, &x, &mut out_c).map(|_| ())
+    })?;
     let t_up = Instant::now();
     gpu.encode(&sae, &x, &mut out_g)?; // first call uploads the weights
     let upload = t_up.elapsed().as_secs_f64();
-    let t_gpu = time_it(iters, || gpu.encode(&sae, &x, &mut out_g).map(|_| ()))?;
+    let t_gpu = time_it("gpu encode", iters, || {
+        gpu.encode(&sae, &x, &mut out_g).map(|_| ())
+    })?;
     let err = out_c
         .iter()
         .zip(&out_g)
@@ -209,8 +309,12 @@ fn gpu(args: &[String]) -> Result<()> {
     }
     let mut rc = vec![0.0f32; batch * d_in];
     let mut rg = vec![0.0f32; batch * d_in];
-    let t_cpu = time_it(iters, || cpu.decode(&sae, &out_c, &[], &mut rc))?;
-    let t_gpu = time_it(iters, || gpu.decode(&sae, &out_c, &[], &mut rg))?;
+    let t_cpu = time_it("cpu decode", iters, || {
+        cpu.decode(&sae, &out_c, &[], &mut rc)
+    })?;
+    let t_gpu = time_it("gpu decode", iters, || {
+        gpu.decode(&sae, &out_c, &[], &mut rg)
+    })?;
     println!(
         "dense decode: cpu {:.2} ms, gpu {:.2} ms, gpu/cpu speed ratio {:.2}x",
         t_cpu * 1e3,
@@ -220,18 +324,19 @@ fn gpu(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn ito(args: &[String]) -> Result<()> {
+fn ito(a: ItoBench) -> Result<()> {
     use saeplug::solve::{Solver, SolverParams, solve};
-    let d_in = opt_usize(args, "--d-in", 2304)?;
-    let d_sae = opt_usize(args, "--d-sae", 16384)?;
-    let k = opt_usize(args, "--k", 32)?;
-    let rows = opt_usize(args, "--batch", 32)?;
+    let (d_in, d_sae, k, rows) = (a.shape.d_in, a.shape.d_sae, a.k, a.batch);
+    if k > d_sae {
+        return Err(Error::InvalidArgument(format!("--k {k} > --d-sae {d_sae}")));
+    }
     let dir = bench_dir("ito");
     make_sae(&dir, d_in, d_sae)?;
     let sae = Sae::open(&dir)?;
     let x = saeplug::synthetic::sparse_data(&sae, rows, k, 0.01, 5);
-    let cpu = CpuBackend::default();
+    let cpu = CpuBackend::try_new(a.threads)?;
     let mut ours = Vec::new();
+    let bar = progress::bar(3, "bench ito", "solvers");
     for s in [
         Solver::GradientPursuit,
         Solver::OrthogonalMatchingPursuit,
@@ -243,15 +348,19 @@ fn ito(args: &[String]) -> Result<()> {
         let (_, info) = solve(&cpu, &sae, &x, &p)?;
         let dt = t.elapsed().as_secs_f64();
         let res = info.residual.iter().map(|v| *v as f64).sum::<f64>() / rows as f64;
-        println!(
-            "saeplug {s:?} (cpu, {} threads): d {d_in}, n {d_sae}, k {k}, {rows} rows: {:.2} s, {:.1} rows/s, mean residual {res:.4}",
-            cpu.threads(),
-            dt,
-            rows as f64 / dt
-        );
+        bar.suspend(|| {
+            println!(
+                "saeplug {s:?} (cpu, {} threads): d {d_in}, n {d_sae}, k {k}, {rows} rows: {:.2} s, {:.1} rows/s, mean residual {res:.4}",
+                cpu.threads(),
+                dt,
+                rows as f64 / dt
+            )
+        });
         ours.push((s, dt));
+        bar.inc(1);
     }
-    if args.iter().any(|a| a == "--gpu") {
+    bar.finish_and_clear();
+    if a.gpu {
         let gpu = saeplug::WgpuBackend::new(Default::default())?;
         for s in [Solver::GradientPursuit, Solver::MatchingPursuit] {
             let mut p = SolverParams::new(s, k);
@@ -271,7 +380,7 @@ fn ito(args: &[String]) -> Result<()> {
             }
         }
     }
-    if args.iter().any(|a| a == "--no-peer") {
+    if a.no_peer {
         return Ok(());
     }
     let xp = dir.join("x.npy");

@@ -1,51 +1,252 @@
-//! `saeplug`: inspect, encode, demo and bench.
+//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep and bench.
+//!
+//! Arguments are parsed by clap: unknown options are errors, every subcommand has
+//! its own `--help`, and values (numbers, feature specs, input files, output
+//! folders, solver and backend names) are checked before any work starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
-use saeplug::solve::{Solver, SolverParams, solve};
-use saeplug::steer::{Edit, apply_edits, feature_activation};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use saeplug::solve::{Solver, SolverParams};
+use saeplug::steer::{Edit, FeatureSource, apply_edits, feature_activation};
 use saeplug::sweep::fvu;
 use saeplug::synthetic::{random_sae, sparse_data};
 use saeplug::weights::{SafeTensors, read_npy, write_npy, write_safetensors};
 use saeplug::{Architecture, Backend, CpuBackend, Error, Result, Sae};
 
+use check::FeatureSpec;
+use compute::{ComputeArgs, Engine};
+
 mod bench;
+mod check;
+mod compute;
+mod progress;
 
-const USAGE: &str = "saeplug: sparse autoencoders as activation plugins
+/// saeplug: sparse autoencoders as activation plugins.
+///
+/// With no command, runs `saeplug demo`.
+#[derive(Parser, Debug)]
+#[command(name = "saeplug", version, propagate_version = true)]
+struct Cli {
+    /// Show progress on stderr even when it is not a terminal (plain lines).
+    #[arg(long, global = true)]
+    progress: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-usage:
-  saeplug demo                      build a small SAE, save it, map it, encode and steer
-  saeplug inspect PATH              describe an SAE (SAELens / Gemma Scope / sparsify)
-  saeplug encode PATH --input X.(safetensors|npy) [--tensor NAME] --output OUT.(safetensors|npy)
-                 [--solver mp|omp|gp --k K [--signed] [--tol T]]
-                                    encode activations [n, d_in] with the SAE's encoder or an
-                                    ITO solver on its decoder; .safetensors output holds
-                                    feature_acts and recon, .npy output holds feature_acts
-  saeplug steer PATH --input X.npy --output Y.npy [--clamp F:V] [--ablate F] [--scale F:S]
-                 [--add F:C] [--positions all|last|first:P] [--replace with-error|recon]
-                 [--solver mp|omp|gp --k K]   edit activations [n, d_in] through the SAE
-  saeplug export-cvec --sae PATH --layer L --out FILE.gguf [--feature F:C]... [--vector V.npy [--coef C]]
-                 [--model-hint NAME]  llama.cpp control vector: direction.L = sum C*d_F (+ C*V)
-  saeplug decompose --sae PATH --vector V.npy [--k K] [--solver omp|gp|mp]
-                                    express a steering vector in SAE features (signed ITO)
-  saeplug sweep [PATH --input X.(safetensors|npy) [--tensor NAME]] [--k 4,8,16,32]
-                                    L0 and FVU of the encoder vs MP/OMP/GP at each k
-                                    (no PATH: a synthetic SAE with sparse planted data)
-  saeplug bench encode [--d-in N] [--d-sae N] [--batch N] [--iters N] [--no-peer]
-                                    CPU encode throughput vs PyTorch on the same machine
-  saeplug bench gpu [--d-in N] [--d-sae N] [--batch N] [--iters N] [--peak-tflops F]
-                                    wgpu vs CPU encode/decode on whatever adapter exists
-  saeplug bench ito [--d-in N] [--d-sae N] [--k K] [--batch N] [--gpu] [--no-peer]
-                                    MP/OMP/GP throughput vs scikit-learn orthogonal_mp_gram
-  saeplug bench open [--mb N]       time to open (map) a large SAE file
-";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a small SAE, save it, map it, encode and steer (the default command).
+    Demo,
+    /// Describe an SAE (SAELens / Gemma Scope / sparsify).
+    Inspect {
+        /// SAE folder or file.
+        path: PathBuf,
+    },
+    /// Encode activations [n, d_in] with the SAE's encoder, or with an ITO solver on
+    /// its decoder. .safetensors output holds feature_acts and recon; .npy output
+    /// holds feature_acts.
+    Encode(EncodeArgs),
+    /// Edit activations [n, d_in] through the SAE (error-preserving unless --replace).
+    Steer(SteerArgs),
+    /// Write a llama.cpp control vector: direction.L = sum C*d_F (+ C*V).
+    ExportCvec(ExportArgs),
+    /// Express a steering vector in SAE features (signed ITO).
+    Decompose(DecomposeArgs),
+    /// L0 and FVU of the encoder vs MP/OMP/GP at each k (no PATH: a synthetic SAE
+    /// with sparse planted data).
+    Sweep(SweepArgs),
+    /// Benchmarks, measured against a peer (PyTorch / scikit-learn) in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// ITO solver names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SolverKind {
+    /// Matching pursuit.
+    Mp,
+    /// Orthogonal matching pursuit.
+    Omp,
+    /// Gradient pursuit.
+    Gp,
+}
+
+impl From<SolverKind> for Solver {
+    fn from(s: SolverKind) -> Self {
+        match s {
+            SolverKind::Mp => Solver::MatchingPursuit,
+            SolverKind::Omp => Solver::OrthogonalMatchingPursuit,
+            SolverKind::Gp => Solver::GradientPursuit,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct EncodeArgs {
+    /// SAE folder or file.
+    path: PathBuf,
+    /// Activations [n, d_in]: .npy or .safetensors.
+    #[arg(long)]
+    input: PathBuf,
+    /// Tensor to read from a .safetensors input holding several.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Output file: .npy (feature_acts) or .safetensors (feature_acts and recon).
+    #[arg(long)]
+    output: PathBuf,
+    /// Encode with this ITO solver instead of the SAE's encoder.
+    #[arg(long, value_enum)]
+    solver: Option<SolverKind>,
+    /// Solver steps (an upper bound on L0).
+    #[arg(long, default_value = "32", value_parser = check::positive, requires = "solver")]
+    k: usize,
+    /// Signed solver codes (default: nonnegative).
+    #[arg(long, requires = "solver")]
+    signed: bool,
+    /// Stop a row once its residual norm is below this.
+    #[arg(long, default_value = "0", value_parser = check::non_negative, requires = "solver")]
+    tol: f32,
+    /// Rows per chunk (progress advances by chunks).
+    #[arg(long, default_value = "4096", value_parser = check::positive)]
+    chunk: usize,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+/// `--replace` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReplaceKind {
+    /// Replace x by the edited reconstruction plus the SAE's error term.
+    WithError,
+    /// Replace x by the edited reconstruction only.
+    Recon,
+}
+
+#[derive(Args, Debug)]
+struct SteerArgs {
+    /// SAE folder or file.
+    path: PathBuf,
+    /// Activations [n, d_in]: .npy or .safetensors.
+    #[arg(long)]
+    input: PathBuf,
+    /// Tensor to read from a .safetensors input holding several.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Output .npy file.
+    #[arg(long)]
+    output: PathBuf,
+    /// Clamp feature F to V (repeatable).
+    #[arg(long, value_name = "F:V", value_parser = check::feature_spec)]
+    clamp: Vec<FeatureSpec>,
+    /// Multiply feature F by S (repeatable).
+    #[arg(long, value_name = "F:S", value_parser = check::feature_spec)]
+    scale: Vec<FeatureSpec>,
+    /// Add C times feature F's decoder direction (repeatable).
+    #[arg(long, value_name = "F:C", value_parser = check::feature_spec)]
+    add: Vec<FeatureSpec>,
+    /// Zero feature F (repeatable).
+    #[arg(long, value_name = "F")]
+    ablate: Vec<usize>,
+    /// Rows edited: all, last or first:P.
+    #[arg(long, default_value = "all", value_parser = check::positions)]
+    positions: saeplug::hook::Positions,
+    /// Replace x by the reconstruction instead of preserving the error term.
+    #[arg(long, value_enum)]
+    replace: Option<ReplaceKind>,
+    /// Compute feature activations with this ITO solver instead of the encoder.
+    #[arg(long, value_enum)]
+    solver: Option<SolverKind>,
+    /// Solver steps.
+    #[arg(long, default_value = "32", value_parser = check::positive, requires = "solver")]
+    k: usize,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// SAE folder or file.
+    #[arg(long)]
+    sae: PathBuf,
+    /// Model layer the vector is added at.
+    #[arg(long)]
+    layer: u32,
+    /// Output .gguf file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Add C times feature F's decoder direction (repeatable).
+    #[arg(long, value_name = "F:C", value_parser = check::feature_spec)]
+    feature: Vec<FeatureSpec>,
+    /// Add a vector [d_in] from a .npy / .safetensors file.
+    #[arg(long)]
+    vector: Option<PathBuf>,
+    /// Coefficient of --vector.
+    #[arg(long, default_value = "1", value_parser = check::finite, requires = "vector")]
+    coef: f32,
+    /// Model name recorded in the file.
+    #[arg(long, default_value = "saeplug")]
+    model_hint: String,
+}
+
+#[derive(Args, Debug)]
+struct DecomposeArgs {
+    /// SAE folder or file.
+    #[arg(long)]
+    sae: PathBuf,
+    /// The vector [d_in] (.npy / .safetensors).
+    #[arg(long)]
+    vector: PathBuf,
+    /// Features to use at most.
+    #[arg(long, default_value = "16", value_parser = check::positive)]
+    k: usize,
+    /// ITO solver.
+    #[arg(long, value_enum, default_value_t = SolverKind::Omp)]
+    solver: SolverKind,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+#[derive(Args, Debug)]
+struct SweepArgs {
+    /// SAE folder or file (omit for the synthetic SAE).
+    #[arg(requires = "input")]
+    path: Option<PathBuf>,
+    /// Activations [n, d_in] for PATH.
+    #[arg(long, requires = "path")]
+    input: Option<PathBuf>,
+    /// Tensor to read from a .safetensors input holding several.
+    #[arg(long, requires = "input")]
+    tensor: Option<String>,
+    /// Solver steps to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32", value_parser = check::positive)]
+    k: Vec<usize>,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let cli = Cli::parse();
+    progress::force(cli.progress);
+    let command = cli.command.unwrap_or(Command::Demo);
+    if let Err(msg) = check_files(&command) {
+        // Reported like clap's own value errors (exit status 2), before any work.
+        let mut cli = <Cli as clap::CommandFactory>::command();
+        cli.build();
+        let sub = command.name();
+        let mut cmd = match cli.find_subcommand_mut(sub) {
+            Some(c) => c.clone(),
+            None => cli,
+        };
+        cmd.error(clap::error::ErrorKind::ValueValidation, msg)
+            .exit();
+    }
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("saeplug: error: {e}");
@@ -54,55 +255,93 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--name value` lookup.
-pub(crate) fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-pub(crate) fn opt_usize(args: &[String], name: &str, default: usize) -> Result<usize> {
-    match opt(args, name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("{name} expects a number, got '{v}'"))),
-    }
-}
-
-fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        None | Some("demo") => demo(),
-        Some("inspect") => inspect(args.get(1).ok_or_else(|| usage("inspect needs PATH"))?),
-        Some("encode") => encode(args),
-        Some("sweep") => sweep(args),
-        Some("export-cvec") => export_cvec(args),
-        Some("steer") => steer_cmd(args),
-        Some("decompose") => decompose(args),
-        Some("bench") => bench::run(&args[1..]),
-        Some("-h") | Some("--help") | Some("help") => {
-            print!("{USAGE}");
-            Ok(())
+impl Command {
+    /// The subcommand's name on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Demo => "demo",
+            Command::Inspect { .. } => "inspect",
+            Command::Encode(_) => "encode",
+            Command::Steer(_) => "steer",
+            Command::ExportCvec(_) => "export-cvec",
+            Command::Decompose(_) => "decompose",
+            Command::Sweep(_) => "sweep",
+            Command::Bench(_) => "bench",
         }
-        Some(other) => Err(usage(&format!("unknown command '{other}'"))),
     }
 }
 
-pub(crate) fn usage_err(msg: &str) -> Error {
-    usage(msg)
+/// Every file named on the command line: SAE paths exist, inputs are regular
+/// files, outputs go to an existing folder.
+fn check_files(cmd: &Command) -> std::result::Result<(), String> {
+    use check::{input_file, output_file, sae_path};
+    let opt = |p: &Option<PathBuf>, f: fn(&Path) -> std::result::Result<(), String>| {
+        p.as_deref().map_or(Ok(()), f)
+    };
+    match cmd {
+        Command::Demo | Command::Bench(_) => Ok(()),
+        Command::Inspect { path } => sae_path(path),
+        Command::Encode(a) => {
+            sae_path(&a.path)?;
+            input_file(&a.input)?;
+            output_file(&a.output)
+        }
+        Command::Steer(a) => {
+            sae_path(&a.path)?;
+            input_file(&a.input)?;
+            output_file(&a.output)
+        }
+        Command::ExportCvec(a) => {
+            sae_path(&a.sae)?;
+            opt(&a.vector, input_file)?;
+            output_file(&a.out)
+        }
+        Command::Decompose(a) => {
+            sae_path(&a.sae)?;
+            input_file(&a.vector)
+        }
+        Command::Sweep(a) => {
+            opt(&a.path, sae_path)?;
+            opt(&a.input, input_file)
+        }
+    }
 }
 
-fn usage(msg: &str) -> Error {
-    Error::InvalidArgument(format!("{msg}\n\n{USAGE}"))
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Demo => demo(),
+        Command::Inspect { path } => inspect(&path),
+        Command::Encode(a) => encode(a),
+        Command::Steer(a) => steer(a),
+        Command::ExportCvec(a) => export_cvec(a),
+        Command::Decompose(a) => decompose(a),
+        Command::Sweep(a) => sweep(a),
+        Command::Bench(b) => bench::run(b),
+    }
 }
 
-fn inspect(path: &str) -> Result<()> {
+/// A zeroed buffer of `len` floats, or an error (not an abort) when it cannot be had.
+pub(crate) fn zeros(len: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::InvalidArgument(format!("cannot allocate {len} floats for the output"))
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// `a * b` for buffer sizes, or an error.
+fn size(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::InvalidArgument(format!("{a} x {b} values overflow")))
+}
+
+fn inspect(path: &Path) -> Result<()> {
     let t = Instant::now();
     let sae = Sae::open(path)?;
     let dt = t.elapsed();
     let c = sae.config();
-    println!("path:          {path}");
+    println!("path:          {}", path.display());
     println!("format:        {:?}", c.format);
     println!("architecture:  {:?}", c.architecture);
     println!("d_in:          {}", c.d_in);
@@ -123,7 +362,9 @@ fn inspect(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Read an `.npy` or a tensor of a `.safetensors` file (regular files only).
 fn read_input(path: &Path, tensor: Option<&str>) -> Result<(Vec<f32>, Vec<usize>)> {
+    check::regular_file(path)?;
     let t = if path.extension().is_some_and(|e| e == "npy") {
         read_npy(path)?
     } else {
@@ -145,85 +386,122 @@ fn read_input(path: &Path, tensor: Option<&str>) -> Result<(Vec<f32>, Vec<usize>
     Ok((t.as_slice().to_vec(), t.shape().to_vec()))
 }
 
-fn encode(args: &[String]) -> Result<()> {
-    let path = args.get(1).ok_or_else(|| usage("encode needs PATH"))?;
-    let input = PathBuf::from(opt(args, "--input").ok_or_else(|| usage("encode needs --input"))?);
-    let output =
-        PathBuf::from(opt(args, "--output").ok_or_else(|| usage("encode needs --output"))?);
-    let sae = Sae::open(path)?;
-    let (x, shape) = read_input(&input, opt(args, "--tensor"))?;
+/// Read activations `[.., d_in]` for `sae`.
+fn read_rows(sae: &Sae, path: &Path, tensor: Option<&str>) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (x, shape) = read_input(path, tensor)?;
     if shape.last() != Some(&sae.d_in()) {
         return Err(Error::InvalidArgument(format!(
-            "input shape {shape:?}: last dimension must be d_in = {}",
+            "{}: shape {shape:?}: last dimension must be d_in = {}",
+            path.display(),
             sae.d_in()
         )));
     }
-    let n = x.len() / sae.d_in();
-    let cpu = CpuBackend::default();
-    let t = Instant::now();
-    let mut f = vec![0.0; n * sae.d_sae()];
-    let mut recon = vec![0.0; x.len()];
-    if let Some(s) = opt(args, "--solver") {
-        let mut p = SolverParams::new(Solver::parse(s)?, opt_usize(args, "--k", 32)?);
-        p.nonnegative = !args.iter().any(|a| a == "--signed");
-        if let Some(t) = opt(args, "--tol") {
-            p.tol = t.parse().map_err(|_| {
-                Error::InvalidArgument(format!("--tol expects a number, got '{t}'"))
-            })?;
-        }
-        let (codes, _) = solve(&cpu, &sae, &x, &p)?;
-        f = codes.to_dense();
-        cpu.decode_sparse(&sae, &codes, &mut recon)?;
-    } else {
-        let dn = cpu.encode(&sae, &x, &mut f)?;
-        cpu.decode(&sae, &f, &dn, &mut recon)?;
+    Ok((x, shape))
+}
+
+fn solver_params(solver: SolverKind, k: usize) -> SolverParams {
+    SolverParams::new(solver.into(), k)
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let sae = Sae::open(&a.path)?;
+    let params = a.solver.map(|s| {
+        let mut p = solver_params(s, a.k);
+        p.nonnegative = !a.signed;
+        p.tol = a.tol;
+        p
+    });
+    if let Some(p) = &params {
+        p.validate(&sae)?;
     }
+    let engine = Engine::new(&a.compute)?;
+    let backend = engine.backend();
+    let (x, _) = read_rows(&sae, &a.input, a.tensor.as_deref())?;
+    let (d, ds) = (sae.d_in(), sae.d_sae());
+    let n = x.len() / d;
+    let mut f = zeros(size(n, ds)?)?;
+    let mut recon = zeros(x.len())?;
+    let bar = progress::bar(n as u64, "encode", "rows");
+    let t = Instant::now();
+    let rows = a.chunk;
+    for ((xc, fc), rc) in x
+        .chunks(size(rows, d)?)
+        .zip(f.chunks_mut(size(rows, ds)?))
+        .zip(recon.chunks_mut(size(rows, d)?))
+    {
+        match &params {
+            Some(p) => {
+                let (codes, _) = backend.solve(&sae, xc, p)?;
+                fc.copy_from_slice(&codes.to_dense());
+                backend.decode_sparse(&sae, &codes, rc)?;
+            }
+            None => {
+                let dn = backend.encode(&sae, xc, fc)?;
+                backend.decode(&sae, fc, &dn, rc)?;
+            }
+        }
+        bar.inc((xc.len() / d) as u64);
+    }
+    bar.finish_and_clear();
     let dt = t.elapsed();
     let l0 = f.iter().filter(|v| **v != 0.0).count() as f64 / n.max(1) as f64;
-    if output.extension().is_some_and(|e| e == "npy") {
-        write_npy(&output, &[n, sae.d_sae()], &f)?;
+    if a.output.extension().is_some_and(|e| e == "npy") {
+        write_npy(&a.output, &[n, ds], &f)?;
     } else {
         write_safetensors(
-            &output,
-            &[
-                ("feature_acts", &[n, sae.d_sae()], &f),
-                ("recon", &[n, sae.d_in()], &recon),
-            ],
+            &a.output,
+            &[("feature_acts", &[n, ds], &f), ("recon", &[n, d], &recon)],
             &BTreeMap::new(),
         )?;
     }
     println!(
-        "encoded {n} rows in {:.3} ms: mean L0 {l0:.1}, FVU {:.4} -> {}",
+        "encoded {n} rows in {:.3} ms ({}): mean L0 {l0:.1}, FVU {:.4} -> {}",
         dt.as_secs_f64() * 1e3,
-        fvu(&x, &recon, sae.d_in()),
-        output.display()
+        engine.describe(),
+        fvu(&x, &recon, d),
+        a.output.display()
     );
     Ok(())
 }
 
-fn sweep(args: &[String]) -> Result<()> {
-    let ks: Vec<usize> = opt(args, "--k")
-        .unwrap_or("4,8,16,32")
-        .split(',')
-        .map(|k| {
-            k.trim()
-                .parse()
-                .map_err(|_| Error::InvalidArgument(format!("--k expects numbers, got '{k}'")))
-        })
-        .collect::<Result<_>>()?;
-    let report = match args.get(1).filter(|a| !a.starts_with("--")) {
-        None => {
+fn sweep(a: SweepArgs) -> Result<()> {
+    let engine = Engine::new(&a.compute)?;
+    let backend = engine.backend();
+    let spin = progress::spinner("sweep: encoder");
+    let mut report = match (&a.path, &a.input) {
+        (Some(path), Some(input)) => {
+            let sae = Sae::open(path)?;
+            let (x, _) = read_rows(&sae, input, a.tensor.as_deref())?;
+            saeplug::sweep::sweep(backend, sae, x, &[])?
+        }
+        _ => {
             println!(
                 "synthetic SAE (d_in 128, d_sae 512, JumpReLU), 256 rows of 5 planted features + noise"
             );
-            saeplug::sweep::sweep_synthetic(&CpuBackend::default(), &ks, 7)?
-        }
-        Some(path) => {
-            let input = opt(args, "--input").ok_or_else(|| usage("sweep PATH needs --input"))?;
-            let (x, _) = read_input(Path::new(input), opt(args, "--tensor"))?;
-            saeplug::sweep::sweep(&CpuBackend::default(), Sae::open(path)?, x, &ks)?
+            saeplug::sweep::sweep_synthetic(backend, &[], 7)?
         }
     };
+    spin.finish_and_clear();
+    let d_sae = report.sae.d_sae();
+    let ks: Vec<usize> = a.k.iter().copied().filter(|&k| k <= d_sae).collect();
+    if ks.len() < a.k.len() {
+        eprintln!("saeplug: skipping k > d_sae = {d_sae}");
+    }
+    let solvers = [
+        Solver::MatchingPursuit,
+        Solver::OrthogonalMatchingPursuit,
+        Solver::GradientPursuit,
+    ];
+    let bar = progress::bar((ks.len() * solvers.len()) as u64, "sweep", "runs");
+    for &k in &ks {
+        for s in solvers {
+            bar.set_message(format!("sweep: {s:?} k={k}"));
+            let p = saeplug::sweep::run_solver(backend, &report, s, k)?;
+            report.points.push(p);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
     print!("{}", report.table());
     Ok(())
 }
@@ -293,40 +571,13 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-/// All values of a repeatable `--name value` option.
-fn opts<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
-    args.windows(2)
-        .filter(|w| w[0] == name)
-        .map(|w| w[1].as_str())
-        .collect()
-}
-
-fn parse_feature(s: &str) -> Result<(usize, f32)> {
-    let bad = || Error::InvalidArgument(format!("--feature expects F:C, got '{s}'"));
-    let (f, c) = s.split_once(':').ok_or_else(bad)?;
-    Ok((f.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?))
-}
-
-fn export_cvec(args: &[String]) -> Result<()> {
-    let sae = Sae::open(opt(args, "--sae").ok_or_else(|| usage("export-cvec needs --sae"))?)?;
-    let layer: u32 = opt(args, "--layer")
-        .ok_or_else(|| usage("export-cvec needs --layer"))?
-        .parse()
-        .map_err(|_| usage("--layer expects a number"))?;
-    let out = PathBuf::from(opt(args, "--out").ok_or_else(|| usage("export-cvec needs --out"))?);
-    let features: Vec<(usize, f32)> = opts(args, "--feature")
-        .into_iter()
-        .map(parse_feature)
-        .collect::<Result<_>>()?;
-    if let Some(&(f, _)) = features.iter().find(|(f, _)| *f >= sae.d_sae()) {
-        return Err(Error::InvalidArgument(format!(
-            "feature {f} >= d_sae {}",
-            sae.d_sae()
-        )));
-    }
+fn export_cvec(a: ExportArgs) -> Result<()> {
+    let sae = Sae::open(&a.sae)?;
+    check::features_in_range(&sae, "--feature", a.feature.iter().map(|f| f.feature))?;
+    let features: Vec<(usize, f32)> = a.feature.iter().map(|f| (f.feature, f.value)).collect();
     let mut v = saeplug::decompose::recompose(&sae, &features);
-    if let Some(p) = opt(args, "--vector") {
-        let (x, _) = read_input(Path::new(p), None)?;
+    if let Some(p) = &a.vector {
+        let (x, _) = read_input(p, None)?;
         if x.len() != sae.d_in() {
             return Err(Error::InvalidArgument(format!(
                 "--vector has {} values, d_in is {}",
@@ -334,34 +585,26 @@ fn export_cvec(args: &[String]) -> Result<()> {
                 sae.d_in()
             )));
         }
-        let c: f32 = opt(args, "--coef")
-            .unwrap_or("1")
-            .parse()
-            .map_err(|_| usage("--coef expects a number"))?;
-        v.iter_mut().zip(&x).for_each(|(a, b)| *a += c * b);
+        v.iter_mut().zip(&x).for_each(|(s, b)| *s += a.coef * b);
     }
-    let hint = opt(args, "--model-hint").unwrap_or("saeplug");
-    saeplug::cvec::write_control_vector(&out, hint, &[(layer, v)])?;
+    saeplug::cvec::write_control_vector(&a.out, &a.model_hint, &[(a.layer, v)])?;
     println!(
-        "wrote {} (direction.{layer}, {} floats)",
-        out.display(),
+        "wrote {} (direction.{}, {} floats)",
+        a.out.display(),
+        a.layer,
         sae.d_in()
     );
     Ok(())
 }
 
-fn decompose(args: &[String]) -> Result<()> {
-    let sae = Sae::open(opt(args, "--sae").ok_or_else(|| usage("decompose needs --sae"))?)?;
-    let (v, _) = read_input(
-        Path::new(opt(args, "--vector").ok_or_else(|| usage("decompose needs --vector"))?),
-        None,
-    )?;
-    let mut p = SolverParams::new(
-        Solver::parse(opt(args, "--solver").unwrap_or("omp"))?,
-        opt_usize(args, "--k", 16)?,
-    );
+fn decompose(a: DecomposeArgs) -> Result<()> {
+    let sae = Sae::open(&a.sae)?;
+    let mut p = solver_params(a.solver, a.k);
     p.nonnegative = false;
-    let d = saeplug::decompose::decompose_vector(&CpuBackend::default(), &sae, &v, &p)?;
+    p.validate(&sae)?;
+    let engine = Engine::new(&a.compute)?;
+    let (v, _) = read_input(&a.vector, None)?;
+    let d = saeplug::decompose::decompose_vector(engine.backend(), &sae, &v, &p)?;
     println!(
         "cosine {:.4}, relative error {:.4}, {} features:",
         d.cosine,
@@ -374,64 +617,56 @@ fn decompose(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn steer_cmd(args: &[String]) -> Result<()> {
-    use saeplug::hook::{Hook, Positions, Replace};
-    use saeplug::steer::{Edit, FeatureSource};
-    let path = args.get(1).ok_or_else(|| usage("steer needs PATH"))?;
-    let input = PathBuf::from(opt(args, "--input").ok_or_else(|| usage("steer needs --input"))?);
-    let output = PathBuf::from(opt(args, "--output").ok_or_else(|| usage("steer needs --output"))?);
-    let sae = std::sync::Arc::new(Sae::open(path)?);
-    let (mut x, shape) = read_input(&input, opt(args, "--tensor"))?;
-    let mut hook = Hook::new(std::sync::Arc::clone(&sae), 0);
-    for (name, make) in [("--clamp", 1u8), ("--scale", 2), ("--add", 3)] {
-        for v in opts(args, name) {
-            let (feature, c) = parse_feature(v)?;
-            hook.edits.push(match make {
-                1 => Edit::Clamp { feature, value: c },
-                2 => Edit::Scale { feature, factor: c },
-                _ => Edit::AddFeature { feature, coef: c },
-            });
-        }
-    }
-    for v in opts(args, "--ablate") {
-        let feature = v
-            .parse()
-            .map_err(|_| usage("--ablate expects a feature index"))?;
-        hook.edits.push(Edit::Ablate { feature });
-    }
-    hook.positions = match opt(args, "--positions").unwrap_or("all") {
-        "all" => Positions::All,
-        "last" => Positions::Last,
-        p => match p.strip_prefix("first:").and_then(|n| n.parse().ok()) {
-            Some(n) => Positions::First(n),
-            None => return Err(usage("--positions expects all, last or first:P")),
-        },
-    };
-    hook.replace = match opt(args, "--replace") {
+fn steer(a: SteerArgs) -> Result<()> {
+    use saeplug::hook::{Hook, Replace};
+    let sae = Arc::new(Sae::open(&a.path)?);
+    let specs = a.clamp.iter().chain(&a.scale).chain(&a.add);
+    check::features_in_range(
+        &sae,
+        "steer",
+        specs.map(|f| f.feature).chain(a.ablate.iter().copied()),
+    )?;
+    let mut hook = Hook::new(Arc::clone(&sae), 0);
+    hook.edits.extend(a.clamp.iter().map(|f| Edit::Clamp {
+        feature: f.feature,
+        value: f.value,
+    }));
+    hook.edits.extend(a.scale.iter().map(|f| Edit::Scale {
+        feature: f.feature,
+        factor: f.value,
+    }));
+    hook.edits.extend(a.add.iter().map(|f| Edit::AddFeature {
+        feature: f.feature,
+        coef: f.value,
+    }));
+    hook.edits
+        .extend(a.ablate.iter().map(|&feature| Edit::Ablate { feature }));
+    hook.positions = a.positions.clone();
+    hook.replace = match a.replace {
         None => Replace::None,
-        Some("with-error") => Replace::WithError,
-        Some("recon") => Replace::ReconstructionOnly,
-        Some(_) => return Err(usage("--replace expects with-error or recon")),
+        Some(ReplaceKind::WithError) => Replace::WithError,
+        Some(ReplaceKind::Recon) => Replace::ReconstructionOnly,
     };
-    if let Some(s) = opt(args, "--solver") {
-        hook.source = FeatureSource::Solver(SolverParams::new(
-            Solver::parse(s)?,
-            opt_usize(args, "--k", 32)?,
-        ));
+    if let Some(s) = a.solver {
+        let p = solver_params(s, a.k);
+        p.validate(&sae)?;
+        hook.source = FeatureSource::Solver(p);
     }
+    let engine = Engine::new(&a.compute)?;
+    let (mut x, shape) = read_rows(&sae, &a.input, a.tensor.as_deref())?;
     let before = x.clone();
-    hook.apply(&CpuBackend::default(), &mut x, 0)?;
-    write_npy(&output, &shape, &x)?;
+    hook.apply(engine.backend(), &mut x, 0)?;
+    write_npy(&a.output, &shape, &x)?;
     let moved = x
         .iter()
         .zip(&before)
-        .map(|(a, b)| (a - b).abs())
+        .map(|(p, q)| (p - q).abs())
         .fold(0.0f32, f32::max);
     println!(
         "applied {} edit(s) to {} rows (max change {moved:.4}) -> {}",
         hook.edits.len(),
         x.len() / sae.d_in(),
-        output.display()
+        a.output.display()
     );
     Ok(())
 }
