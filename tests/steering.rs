@@ -1,5 +1,6 @@
 //! The steering toolkit: hook positions and reconstruction modes, recording,
-//! steering-vector decomposition, filtering and recomposition.
+//! steering-vector decomposition, filtering and recomposition. Hook and recorder
+//! tests run on every backend from one body (`backend_test!`).
 
 mod common;
 
@@ -10,7 +11,7 @@ use saeplug::decompose::{decompose_actadd, decompose_vector, filter, recompose};
 use saeplug::hook::{Hook, Positions, Replace};
 use saeplug::record::Recorder;
 use saeplug::solve::{Solver, SolverParams};
-use saeplug::steer::{Edit, feature_activation};
+use saeplug::steer::Edit;
 use saeplug::synthetic::{random_sae, sparse_data};
 use saeplug::{Architecture, Backend, CpuBackend};
 
@@ -25,47 +26,89 @@ fn positions_select_rows() {
     assert_eq!(Positions::Ranges(vec![1..3, 7..8]).rows(5, 3), vec![4]); // position 7
 }
 
-#[test]
-fn hooks_edit_only_their_positions_and_keep_the_error_term() {
-    let sae = Arc::new(random_sae(40, 160, Architecture::JumpRelu, 2).unwrap());
-    let cpu = CpuBackend::default();
-    let x = sparse_data(&sae, 6, 3, 0.02, 1);
-    // Full replacement with the error term kept is the identity (to rounding).
+fn hooks_edit_only_their_positions_and_keep_the_error_term(b: &dyn Backend) {
+    use saeplug::reference::{decode_row, encode_row, reconstruct};
+    let name = b.name();
+    let d = 40;
+    let sae = Arc::new(random_sae(d, 160, Architecture::JumpRelu, 2).unwrap());
+    let x = inputs(&sae, 6, 1);
+    // The error term is large here: dropping it would be seen.
+    let recon = reconstruct(&sae, &x);
+    assert!(
+        max_abs_diff64(&x, &recon) > 0.1,
+        "the SAE reconstructs x too well"
+    );
+    // Reconstruction with the error term and a clamp on every row:
+    // x + decode(f') - decode(f), computed independently in f64.
+    let (f0, _) = encode_row(&sae, &x[..d]);
+    let i = f0
+        .iter()
+        .position(|v| *v > 0.0)
+        .expect("a feature fires on row 0");
     let mut h = Hook::new(Arc::clone(&sae), 4);
     h.replace = Replace::WithError;
-    let mut y = x.clone();
-    h.apply(&cpu, &mut y, 0).unwrap();
-    assert!(max_abs_diff(&y, &x) <= 1e-5);
-    // Reconstruction only: the SAE's reconstruction.
-    h.replace = Replace::ReconstructionOnly;
-    let mut y = x.clone();
-    h.apply(&cpu, &mut y, 0).unwrap();
-    let want = saeplug::reference::reconstruct(&sae, &x);
-    assert!(max_abs_diff64(&y, &want) <= 1e-4);
-    // A clamp on the first 2 positions of a batch starting at position 1: row 0 only.
-    let codes = cpu.encode_sparse(&sae, &x[..40]).unwrap();
-    let f = codes.row(0).0[0] as usize;
-    let mut h = Hook::new(Arc::clone(&sae), 4);
-    h.positions = Positions::First(2);
     h.edits = vec![Edit::Clamp {
-        feature: f,
+        feature: i,
         value: 4.0,
     }];
     let mut y = x.clone();
-    h.apply(&cpu, &mut y, 1).unwrap();
-    assert!((feature_activation(&cpu, &sae, &y[..40], f).unwrap() - 4.0).abs() < 1e-4);
-    assert_eq!(&y[40..], &x[40..]);
+    h.apply(b, &mut y, 0).unwrap();
+    let want: Vec<f64> = x
+        .chunks_exact(d)
+        .flat_map(|row| {
+            let (f, dn) = encode_row(&sae, row);
+            let mut edited = f.clone();
+            edited[i] = 4.0;
+            assert_ne!(edited, f, "the edit must change the codes");
+            let (a, c) = (decode_row(&sae, &edited, dn), decode_row(&sae, &f, dn));
+            row.iter()
+                .zip(a.iter().zip(c))
+                .map(|(x, (a, c))| *x as f64 + a - c)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let e = max_abs_diff64(&y, &want);
+    assert!(
+        e <= 1e-4,
+        "{name}: WithError + clamp differs from x + decode(f') - decode(f) by {e}"
+    );
+    // Reconstruction only: the SAE's reconstruction.
+    h.replace = Replace::ReconstructionOnly;
+    h.edits.clear();
+    let mut y = x.clone();
+    h.apply(b, &mut y, 0).unwrap();
+    let e = max_abs_diff64(&y, &recon);
+    assert!(e <= 1e-4, "{name}: ReconstructionOnly err {e}");
+    // A clamp on the first 2 positions of a batch starting at position 1: row 0 only.
+    let mut h = Hook::new(Arc::clone(&sae), 4);
+    h.positions = Positions::First(2);
+    h.edits = vec![Edit::Clamp {
+        feature: i,
+        value: 4.0,
+    }];
+    let mut y = x.clone();
+    h.apply(b, &mut y, 1).unwrap();
+    let got = encode_row(&sae, &y[..d]).0[i];
+    assert!((got - 4.0).abs() < 1e-4, "{name}: clamped activation {got}");
+    assert_eq!(
+        &y[d..],
+        &x[d..],
+        "{name}: positions outside the hook edited"
+    );
 }
+backend_test!(
+    hooks_edit_only_their_positions_and_keep_the_error_term,
+    hooks_keep_the_error_term_cpu,
+    hooks_keep_the_error_term_wgpu
+);
 
-#[test]
-fn recorder_counts_means_and_top_positions() {
+fn recorder_counts_means_and_top_positions(b: &dyn Backend) {
     let sae = random_sae(32, 96, Architecture::Standard, 3).unwrap();
-    let cpu = CpuBackend::default();
     let x = sparse_data(&sae, 50, 3, 0.02, 4);
     let mut rec = Recorder::new(96, 3);
-    rec.record(&cpu.encode_sparse(&sae, &x[..20 * 32]).unwrap(), 0)
+    rec.record(&b.encode_sparse(&sae, &x[..20 * 32]).unwrap(), 0)
         .unwrap();
-    rec.record(&cpu.encode_sparse(&sae, &x[20 * 32..]).unwrap(), 20)
+    rec.record(&b.encode_sparse(&sae, &x[20 * 32..]).unwrap(), 20)
         .unwrap();
     let dense = saeplug::reference::encode(&sae, &x);
     assert_eq!(rec.tokens(), 50);
@@ -79,12 +122,17 @@ fn recorder_counts_means_and_top_positions() {
         top.sort_by(|a, b| b.0.total_cmp(&a.0));
         let got: Vec<u64> = rec.top(i).iter().map(|t| t.1).collect();
         let want: Vec<u64> = top.iter().take(3).map(|t| t.1).collect();
-        assert_eq!(got, want, "top positions of feature {i}");
+        assert_eq!(got, want, "{}: top positions of feature {i}", b.name());
     }
     let j: serde_json::Value = serde_json::from_str(&rec.to_json()).unwrap();
     assert_eq!(j["tokens"], 50);
     assert_eq!(j["firing_count"].as_array().unwrap().len(), 96);
 }
+backend_test!(
+    recorder_counts_means_and_top_positions,
+    recorder_cpu,
+    recorder_wgpu
+);
 
 #[test]
 fn decomposition_filter_and_recompose() {

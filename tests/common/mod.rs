@@ -1,9 +1,15 @@
 //! Shared helpers for the cross-crate tests.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    dead_code,
+    unused_macros,
+    reason = "each test binary uses a different subset"
+)]
 
 use std::path::PathBuf;
 
+use saeplug::synthetic::{Rng, sparse_data};
 use saeplug::weights::SafeTensors;
+use saeplug::{Architecture, Sae, TopKOrder};
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
@@ -155,3 +161,80 @@ pub fn with_encoder(
     };
     saeplug::Sae::from_parts(sae.config().clone(), weights).unwrap()
 }
+
+/// Every architecture and top-k order the backends implement, for a `d_sae`
+/// divisible by 9: top-k with k = 9 in each order (decoder-norm rescaling on the
+/// first), top-k with k = d_sae, and group-max with 9 groups.
+pub fn archs(d_sae: usize) -> Vec<Architecture> {
+    assert_eq!(d_sae % 9, 0, "group-max needs d_sae divisible by k = 9");
+    let topk = |k, order, rescale| Architecture::TopK {
+        k,
+        order,
+        rescale_by_decoder_norm: rescale,
+    };
+    vec![
+        Architecture::Standard,
+        Architecture::JumpRelu,
+        Architecture::Gated,
+        topk(9, TopKOrder::TopKThenRelu, true),
+        topk(9, TopKOrder::ReluThenTopK, false),
+        topk(9, TopKOrder::Signed, false),
+        topk(d_sae, TopKOrder::TopKThenRelu, false),
+        topk(9, TopKOrder::GroupMax, false),
+    ]
+}
+
+/// `rows` inputs for `sae`: planted sparse features plus N(0, 0.3) noise (so some
+/// pre-activations are negative and the reconstruction error is not small).
+pub fn inputs(sae: &Sae, rows: usize, seed: u64) -> Vec<f32> {
+    let mut x = sparse_data(sae, rows, 5, 0.05, seed);
+    let noise = Rng::new(seed + 100).normal_vec(x.len(), 0.3);
+    x.iter_mut().zip(noise).for_each(|(a, b)| *a += b);
+    x
+}
+
+/// The same SAE with `W_enc` stored `[d_sae, d_in]` (nn.Linear / sparsify layout).
+pub fn transposed(sae: &Sae) -> Sae {
+    let w = sae.weights();
+    let (d, n) = (sae.d_in(), sae.d_sae());
+    let src = w.w_enc.as_slice();
+    let mut t = vec![0.0; d * n];
+    for j in 0..d {
+        for i in 0..n {
+            t[i * d + j] = src[j * n + i];
+        }
+    }
+    with_encoder(
+        sae,
+        saeplug::weights::Tensor::owned("encoder.weight", vec![n, d], t).unwrap(),
+        true,
+    )
+}
+
+/// One test body, every backend: `backend_test!(body, body_cpu, body_wgpu)` emits
+/// `#[test] fn body_cpu` (runs `body(&dyn Backend)` on the CPU backend with 1, 2
+/// and 3 threads) and `#[test] fn body_wgpu` (on the wgpu backend opened with the
+/// optional fourth argument, a `WgpuOptions`; fails without an adapter unless
+/// `SAEPLUG_ALLOW_NO_GPU=1`, see [`gpu_or_fail`]).
+macro_rules! backend_test {
+    ($body:ident, $cpu:ident, $wgpu:ident) => {
+        backend_test!($body, $cpu, $wgpu, saeplug::WgpuOptions::default());
+    };
+    ($body:ident, $cpu:ident, $wgpu:ident, $opts:expr) => {
+        #[test]
+        fn $cpu() {
+            for threads in [1, 2, 3] {
+                $body(&saeplug::CpuBackend::new(threads));
+            }
+        }
+
+        #[test]
+        fn $wgpu() {
+            if let Some(gpu) = $crate::common::gpu_or_fail($opts) {
+                $body(&gpu);
+            }
+        }
+    };
+}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub(crate) use backend_test;

@@ -3,6 +3,7 @@
 use saeplug_shaders as sh;
 use wgpu::util::DeviceExt;
 
+use super::workspace::Call;
 use super::{GpuSae, Params, WgpuBackend, topk_mode};
 use crate::error::{Error, Result};
 use crate::params::Edit;
@@ -20,18 +21,6 @@ impl WgpuBackend {
                 contents: if bytes.is_empty() { &zero } else { bytes },
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             })
-    }
-
-    /// A read-write storage buffer of `n` f32, readable back.
-    fn output(&self, n: usize, label: &str) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (4 * n.max(1)) as u64,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
     }
 
     pub(crate) fn groups_1d(&self, threads: usize) -> Result<(u32, u32, u32)> {
@@ -59,138 +48,11 @@ impl WgpuBackend {
         Ok((x as u32, y as u32, 1))
     }
 
-    /// Record one dispatch of `k` with `p` at binding 0 and `bufs` at 1, 2, ...
-    pub(crate) fn dispatch(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        k: &sh::Kernel,
-        p: &Params,
-        bufs: &[&wgpu::Buffer],
-        groups: (u32, u32, u32),
-    ) {
-        let at: Vec<(u32, &wgpu::Buffer)> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u32 + 1, *b))
-            .collect();
-        self.dispatch_at(enc, k, p, &at, groups);
-    }
-
-    /// Record one dispatch binding `p` at 0 and each `(binding, buffer)`; kernels
-    /// that declare shared state but use only part of it name the used bindings.
-    pub(crate) fn dispatch_at(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        k: &sh::Kernel,
-        p: &Params,
-        bufs: &[(u32, &wgpu::Buffer)],
-        groups: (u32, u32, u32),
-    ) {
-        let pipeline = self.pipeline(k);
-        let ubuf = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(p),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: ubuf.as_entire_binding(),
-        }];
-        for (binding, b) in bufs {
-            entries.push(wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(k.name),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(k.name),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-    }
-
-    /// A read-write storage buffer initialised with `data`, readable back.
-    pub(crate) fn storage_rw<T: bytemuck::Pod>(&self, data: &[T], label: &str) -> wgpu::Buffer {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let zero = [0u8; 4];
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: if bytes.is_empty() { &zero } else { bytes },
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
-    }
-
-    /// Copy `src` back into `dst` (after all submitted work).
-    pub(crate) fn read_into<T: bytemuck::Pod>(
-        &self,
-        src: &wgpu::Buffer,
-        dst: &mut [T],
-    ) -> Result<()> {
-        let enc = self.encoder();
-        self.finish_into(enc, src, dst)
-    }
-
     pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
         self.device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("saeplug"),
             })
-    }
-
-    /// Submit `enc` after copying `src` to a staging buffer; read it into `dst`.
-    fn finish_into<T: bytemuck::Pod>(
-        &self,
-        mut enc: wgpu::CommandEncoder,
-        src: &wgpu::Buffer,
-        dst: &mut [T],
-    ) -> Result<()> {
-        let size = std::mem::size_of_val(dst) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: size.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if size > 0 {
-            enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-        }
-        let idx = self.queue.submit([enc.finish()]);
-        if size == 0 {
-            return Ok(());
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(idx),
-                timeout: None,
-            })
-            .map_err(|e| Error::Backend(format!("wgpu poll: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Backend("buffer map callback never ran".into()))?
-            .map_err(|e| Error::Backend(format!("buffer map failed: {e}")))?;
-        {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| Error::Backend(format!("mapped range: {e}")))?;
-            dst.copy_from_slice(bytemuck::cast_slice(&view[..size as usize]));
-        }
-        staging.unmap();
-        Ok(())
     }
 
     /// Rows per pass so that the widest per-pass buffer fits one binding and the
@@ -201,16 +63,18 @@ impl WgpuBackend {
         by_bytes.min(by_groups).min(self.max_groups as usize).max(1)
     }
 
+    /// Encode the preprocessed rows `xc` into the host scratch (`[n, d_sae]`).
     pub(super) fn encode_rows(
         &self,
+        c: &mut Call<'_>,
         sae: &Sae,
         g: &GpuSae,
         xc: &[f32],
-        out: &mut [f32],
     ) -> Result<()> {
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = xc.len() / d;
         let per = self.rows_per_pass(ds.max(d));
+        c.host_resize(n * ds);
         // The encoder kernel (f32 or f16 weights), the per-feature buffers it binds
         // between b_enc and the output, and its flags.
         let ((k32, k16), extra, flags): ((_, _), Vec<&wgpu::Buffer>, u32) = match sae
@@ -240,9 +104,8 @@ impl WgpuBackend {
         let kernel = if self.f16 { k16 } else { k32 };
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);
-            let xbuf = self.storage(&xc[r0 * d..(r0 + rows) * d], "x");
-            let obuf = self.output(rows * ds, "features");
-            let mut enc = self.encoder();
+            let xbuf = c.upload("x", &xc[r0 * d..(r0 + rows) * d]);
+            let obuf = c.buffer("features", 4 * (rows * ds) as u64);
             for (c0, cw, wbuf) in &g.enc {
                 let p = Params {
                     n_rows: rows as u32,
@@ -257,7 +120,7 @@ impl WgpuBackend {
                 let mut bufs: Vec<&wgpu::Buffer> = vec![&xbuf, wbuf, &g.b_enc];
                 bufs.extend(&extra);
                 bufs.push(&obuf);
-                self.dispatch(&mut enc, kernel, &p, &bufs, self.groups_gemm(rows, *cw)?);
+                c.dispatch(kernel, &p, &bufs, self.groups_gemm(rows, *cw)?);
             }
             if let Architecture::TopK { k, order, .. } = sae.config().architecture {
                 let p = Params {
@@ -269,8 +132,7 @@ impl WgpuBackend {
                     ..Default::default()
                 };
                 if order == TopKOrder::GroupMax {
-                    self.dispatch(
-                        &mut enc,
+                    c.dispatch(
                         &sh::GROUPMAX_SELECT,
                         &p,
                         &[&obuf],
@@ -278,37 +140,32 @@ impl WgpuBackend {
                     );
                 } else {
                     // One workgroup per row; `rows` <= max_groups by rows_per_pass.
-                    self.dispatch(
-                        &mut enc,
-                        &sh::TOPK_SELECT,
-                        &p,
-                        &[&obuf],
-                        (rows as u32, 1, 1),
-                    );
+                    c.dispatch(&sh::TOPK_SELECT, &p, &[&obuf], (rows as u32, 1, 1));
                 }
             }
-            self.finish_into(enc, &obuf, &mut out[r0 * ds..(r0 + rows) * ds])?;
+            c.submit_read(&[(&obuf, rows * ds, r0 * ds)])?;
         }
         Ok(())
     }
 
+    /// Decode dense codes `f` (`[n, d_sae]`) into the host scratch (`[n, d_in]`),
+    /// before denormalisation.
     pub(super) fn decode_rows(
         &self,
+        c: &mut Call<'_>,
         sae: &Sae,
         g: &GpuSae,
         f: &[f32],
-        out: &mut [f32],
     ) -> Result<()> {
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = f.len() / ds;
         let f = crate::backend::decoder_input(sae, f);
         let per = self.rows_per_pass(ds.max(d));
+        c.host_resize(n * d);
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);
-            let fr = &f[r0 * ds..(r0 + rows) * ds];
-            let fbuf = self.storage(fr, "codes");
-            let obuf = self.output(rows * d, "recon");
-            let mut enc = self.encoder();
+            let fbuf = c.upload("codes", &f[r0 * ds..(r0 + rows) * ds]);
+            let obuf = c.buffer("recon", 4 * (rows * d) as u64);
             for (ci, (r_lo, nr, wbuf)) in g.dec.iter().enumerate() {
                 let p = Params {
                     n_rows: rows as u32,
@@ -320,43 +177,46 @@ impl WgpuBackend {
                     flags: if ci == 0 { 2 } else { 1 },
                     ..Default::default()
                 };
-                self.dispatch(
-                    &mut enc,
+                c.dispatch(
                     &sh::DECODE_DENSE,
                     &p,
                     &[&fbuf, wbuf, &g.b_dec, &obuf],
                     self.groups_gemm(rows, d)?,
                 );
             }
-            self.finish_into(enc, &obuf, &mut out[r0 * d..(r0 + rows) * d])?;
+            c.submit_read(&[(&obuf, rows * d, r0 * d)])?;
         }
         Ok(())
     }
 
+    /// Decode sparse codes into the host scratch (`[n, d_in]`), before denormalisation.
     pub(super) fn decode_sparse_rows(
         &self,
+        c: &mut Call<'_>,
         sae: &Sae,
         g: &GpuSae,
         codes: &crate::backend::SparseCodes,
-        out: &mut [f32],
     ) -> Result<()> {
         let d = sae.d_in();
         let n = codes.n_rows();
         // The kernel divides by ||d_i|| (its inv_norm table) when codes are rescaled.
         let rescale = crate::backend::CodeScale::of(sae).norms().is_some();
         let per = self.rows_per_pass(d);
+        c.host_resize(n * d);
+        let mut offs: Vec<u32> = Vec::with_capacity(per.min(n) + 1);
         for r0 in (0..n).step_by(per) {
             let rows = per.min(n - r0);
             let (a, b) = (codes.row_offsets[r0], codes.row_offsets[r0 + rows]);
-            let offs: Vec<u32> = codes.row_offsets[r0..=r0 + rows]
-                .iter()
-                .map(|o| (o - a) as u32)
-                .collect();
-            let obuf = self.output(rows * d, "recon");
-            let obuf_offs = self.storage(&offs, "row_offsets");
-            let ibuf = self.storage(&codes.indices[a..b], "indices");
-            let vbuf = self.storage(&codes.values[a..b], "values");
-            let mut enc = self.encoder();
+            offs.clear();
+            offs.extend(
+                codes.row_offsets[r0..=r0 + rows]
+                    .iter()
+                    .map(|o| (o - a) as u32),
+            );
+            let obuf = c.buffer("recon", 4 * (rows * d) as u64);
+            let obuf_offs = c.upload("row_offsets", &offs);
+            let ibuf = c.upload("indices", &codes.indices[a..b]);
+            let vbuf = c.upload("values", &codes.values[a..b]);
             for (ci, (lo, nr, wbuf)) in g.dec.iter().enumerate() {
                 let p = Params {
                     n_rows: rows as u32,
@@ -366,27 +226,28 @@ impl WgpuBackend {
                     flags: (ci > 0) as u32 | if rescale { 2 } else { 0 },
                     ..Default::default()
                 };
-                self.dispatch(
-                    &mut enc,
+                c.dispatch(
                     &sh::DECODE_SPARSE,
                     &p,
                     &[&obuf_offs, &ibuf, &vbuf, wbuf, &g.b_dec, &g.inv_norm, &obuf],
                     self.groups_1d(rows * d)?,
                 );
             }
-            self.finish_into(enc, &obuf, &mut out[r0 * d..(r0 + rows) * d])?;
+            c.submit_read(&[(&obuf, rows * d, r0 * d)])?;
         }
         Ok(())
     }
 
+    /// Apply `edits` to the rows of `x` into the host scratch (`x`'s shape).
     pub(super) fn steer_rows(
         &self,
+        c: &mut Call<'_>,
         sae: &Sae,
-        x: &mut [f32],
+        g: &GpuSae,
+        x: &[f32],
         edits: &[Edit],
         rows: Option<&[usize]>,
     ) -> Result<()> {
-        let g = self.gpu_sae(sae)?;
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = x.len() / d;
         let w = sae.weights();
@@ -444,16 +305,15 @@ impl WgpuBackend {
             Architecture::Gated => 2,
             Architecture::TopK { .. } => 0,
         };
-        let xbuf = self.output(x.len(), "x");
-        self.queue.write_buffer(&xbuf, 0, bytemuck::cast_slice(x));
-        let xin = self.storage(x, "x_in");
-        let mbuf = self.storage(&mask, "mask");
-        let colbuf = self.storage(&enc_cols, "enc_cols");
-        let rowbuf = self.storage(&dec_rows, "dec_rows");
-        let tbuf = self.storage(&table, "edits");
-        let vbuf = self.storage(&vector, "vector");
-        let delta = self.output(n * ne.max(1), "delta");
-        let mut enc = self.encoder();
+        c.host_resize(x.len());
+        let xbuf = c.upload("x", x);
+        let xin = c.upload("x_in", x);
+        let mbuf = c.upload("mask", &mask);
+        let colbuf = c.upload("enc_cols", &enc_cols);
+        let rowbuf = c.upload("dec_rows", &dec_rows);
+        let tbuf = c.upload("edits", &table);
+        let vbuf = c.upload("vector", &vector);
+        let delta = c.buffer("delta", 4 * (n * ne.max(1)) as u64);
         let p = Params {
             n_rows: n as u32,
             k_dim: d as u32,
@@ -464,21 +324,19 @@ impl WgpuBackend {
             ..Default::default()
         };
         if ne > 0 {
-            self.dispatch(
-                &mut enc,
+            c.dispatch(
                 &sh::STEER_DELTA,
                 &p,
                 &[&xin, &colbuf, &tbuf, &g.b_dec, &mbuf, &delta],
                 self.groups_1d(n * ne)?,
             );
         }
-        self.dispatch(
-            &mut enc,
+        c.dispatch(
             &sh::STEER_APPLY,
             &p,
             &[&delta, &rowbuf, &vbuf, &mbuf, &xbuf],
             self.groups_1d(n * d)?,
         );
-        self.finish_into(enc, &xbuf, x)
+        c.submit_read(&[(&xbuf, x.len(), 0)])
     }
 }

@@ -54,7 +54,7 @@ impl WgpuBackend {
                 let mut batch = Batch::new(sae, x, p)?;
                 while batch.running() {
                     let (resid, q) = batch.residuals_and_correlations();
-                    self.scoped(|| self.correlate(sae, dec_t, resid, q))?;
+                    self.correlate(sae, dec_t, resid, q)?;
                     batch.step();
                 }
                 return Ok(batch.finish());
@@ -72,23 +72,23 @@ impl WgpuBackend {
         let mut resid = target.clone();
         let per = (self.max_chunk / (4 * ds.max(k) as u64)) as usize;
         let per = per.min(self.max_groups as usize).max(1);
-        for r0 in (0..n).step_by(per) {
-            let rows = per.min(n - r0);
-            let tgt = &target[r0 * d..(r0 + rows) * d];
-            let done: Vec<u32> = tgt
-                .chunks_exact(d)
-                .map(|r| r.iter().all(|v| *v == 0.0) as u32)
-                .collect();
-            self.scoped(|| {
-                let xbuf = self.storage(tgt, "targets");
-                let rbuf = self.storage_rw(tgt, "residual");
-                let qbuf = self.storage_rw(&vec![0.0f32; rows * ds], "correlations");
-                let dir = self.storage_rw(&vec![0.0f32; rows * d], "direction");
-                let s_buf = self.storage_rw(&vec![0u32; rows * k], "support");
-                let c_buf = self.storage_rw(&vec![0.0f32; rows * k], "coef");
-                let n_buf = self.storage_rw(&vec![0u32; rows], "count");
-                let d_buf = self.storage_rw(&done, "done");
-                let i_buf = self.storage_rw(&vec![0u32; rows], "iters");
+        let done = self.call(|c| {
+            for r0 in (0..n).step_by(per) {
+                let rows = per.min(n - r0);
+                let tgt = &target[r0 * d..(r0 + rows) * d];
+                let done: Vec<u32> = tgt
+                    .chunks_exact(d)
+                    .map(|r| r.iter().all(|v| *v == 0.0) as u32)
+                    .collect();
+                let xbuf = c.upload("targets", tgt);
+                let rbuf = c.upload("residual", tgt);
+                let qbuf = c.zeroed("correlations", rows * ds);
+                let dir = c.zeroed("direction", rows * d);
+                let s_buf = c.zeroed("support", rows * k);
+                let c_buf = c.zeroed("coef", rows * k);
+                let n_buf = c.zeroed("count", rows);
+                let d_buf = c.upload("done", &done);
+                let i_buf = c.zeroed("iters", rows);
                 let state = [&s_buf, &c_buf, &n_buf, &d_buf, &i_buf];
                 let base = Params {
                     n_rows: rows as u32,
@@ -107,7 +107,6 @@ impl WgpuBackend {
                     flags: if ci > 0 { 2 } else { 0 },
                     ..base
                 };
-                let mut enc = self.encoder();
                 for _ in 0..k {
                     for (c0, cw, wbuf) in dec_t.iter() {
                         let pc = Params {
@@ -117,16 +116,14 @@ impl WgpuBackend {
                             ld_lhs: d as u32,
                             ..base
                         };
-                        self.dispatch(
-                            &mut enc,
+                        c.dispatch(
                             &sh::ITO_CORRELATE,
                             &pc,
                             &[&rbuf, wbuf, &qbuf],
                             self.groups_gemm(rows, *cw)?,
                         );
                     }
-                    self.dispatch(
-                        &mut enc,
+                    c.dispatch(
                         &sh::ITO_SELECT,
                         &base,
                         &with(&state, &[&qbuf, &g.inv_norm, &rbuf]),
@@ -144,16 +141,9 @@ impl WgpuBackend {
                                 (7, wbuf),
                                 (8, &dir),
                             ];
-                            self.dispatch_at(
-                                &mut enc,
-                                &sh::ITO_DIRECTION,
-                                &pd,
-                                &b,
-                                self.groups_1d(rows * d)?,
-                            );
+                            c.dispatch_at(&sh::ITO_DIRECTION, &pd, &b, self.groups_1d(rows * d)?);
                         }
-                        self.dispatch(
-                            &mut enc,
+                        c.dispatch(
                             &sh::ITO_LINESEARCH,
                             &base,
                             &with(&state, &[&qbuf, &dir, &rbuf]),
@@ -171,23 +161,35 @@ impl WgpuBackend {
                             (7, wbuf),
                             (8, &rbuf),
                         ];
-                        self.dispatch_at(
-                            &mut enc,
-                            &sh::ITO_RESIDUAL,
-                            &pr,
-                            &b,
-                            self.groups_1d(rows * d)?,
-                        );
+                        c.dispatch_at(&sh::ITO_RESIDUAL, &pr, &b, self.groups_1d(rows * d)?);
                     }
                 }
-                self.queue.submit([enc.finish()]);
-                self.read_into(&s_buf, &mut support[r0 * k..(r0 + rows) * k])?;
-                self.read_into(&c_buf, &mut coef[r0 * k..(r0 + rows) * k])?;
-                self.read_into(&n_buf, &mut count[r0..r0 + rows])?;
-                self.read_into(&i_buf, &mut iters[r0..r0 + rows])?;
-                self.read_into(&rbuf, &mut resid[r0 * d..(r0 + rows) * d])
-            })?;
-        }
+                // Host scratch: support | coef | count | iters | residual.
+                let (rk, o2, o3, o4) = (
+                    rows * k,
+                    2 * rows * k,
+                    2 * rows * k + rows,
+                    2 * (rows * k + rows),
+                );
+                c.host_resize(o4 + rows * d);
+                c.submit_read(&[
+                    (&s_buf, rk, 0),
+                    (&c_buf, rk, rk),
+                    (&n_buf, rows, o2),
+                    (&i_buf, rows, o3),
+                    (&rbuf, rows * d, o4),
+                ])?;
+                let h = c.host();
+                let words: &[u32] = bytemuck::cast_slice(&h[..]);
+                support[r0 * k..(r0 + rows) * k].copy_from_slice(&words[..rk]);
+                coef[r0 * k..(r0 + rows) * k].copy_from_slice(&h[rk..o2]);
+                count[r0..r0 + rows].copy_from_slice(&words[o2..o3]);
+                iters[r0..r0 + rows].copy_from_slice(&words[o3..o4]);
+                resid[r0 * d..(r0 + rows) * d].copy_from_slice(&h[o4..o4 + rows * d]);
+            }
+            Ok(())
+        })?;
+        drop(done);
         let rows = (0..n).map(|r| {
             let m = count[r] as usize;
             (
@@ -201,38 +203,41 @@ impl WgpuBackend {
 }
 
 impl WgpuBackend {
-    /// `Q = R W_dec^T` for residual rows `resid` (`[n, d_in]`) into `q` (`[n, d_sae]`).
+    /// `Q = R W_dec^T` for residual rows `resid` (`[n, d_in]`) into `q` (`[n, d_sae]`),
+    /// written only when the whole product succeeded.
     fn correlate(&self, sae: &Sae, dec_t: &DecT, resid: &[f32], q: &mut [f32]) -> Result<()> {
         let (d, ds) = (sae.d_in(), sae.d_sae());
         let n = resid.len() / d.max(1);
         let per = (self.max_chunk / (4 * ds.max(d) as u64)) as usize;
         let per = per.min(self.max_groups as usize).max(1);
-        for r0 in (0..n).step_by(per) {
-            let rows = per.min(n - r0);
-            let rbuf = self.storage(&resid[r0 * d..(r0 + rows) * d], "residual");
-            let qbuf = self.storage_rw(&vec![0.0f32; rows * ds], "correlations");
-            let mut enc = self.encoder();
-            for (c0, cw, wbuf) in dec_t.iter() {
-                let pc = Params {
-                    n_rows: rows as u32,
-                    k_dim: d as u32,
-                    n_cols: *cw as u32,
-                    ld_out: ds as u32,
-                    col_offset: *c0 as u32,
-                    ld_lhs: d as u32,
-                    ..Default::default()
-                };
-                self.dispatch(
-                    &mut enc,
-                    &sh::ITO_CORRELATE,
-                    &pc,
-                    &[&rbuf, wbuf, &qbuf],
-                    self.groups_gemm(rows, *cw)?,
-                );
+        let done = self.call(|c| {
+            c.host_resize(n * ds);
+            for r0 in (0..n).step_by(per) {
+                let rows = per.min(n - r0);
+                let rbuf = c.upload("residual", &resid[r0 * d..(r0 + rows) * d]);
+                let qbuf = c.zeroed("correlations", rows * ds);
+                for (c0, cw, wbuf) in dec_t.iter() {
+                    let pc = Params {
+                        n_rows: rows as u32,
+                        k_dim: d as u32,
+                        n_cols: *cw as u32,
+                        ld_out: ds as u32,
+                        col_offset: *c0 as u32,
+                        ld_lhs: d as u32,
+                        ..Default::default()
+                    };
+                    c.dispatch(
+                        &sh::ITO_CORRELATE,
+                        &pc,
+                        &[&rbuf, wbuf, &qbuf],
+                        self.groups_gemm(rows, *cw)?,
+                    );
+                }
+                c.submit_read(&[(&qbuf, rows * ds, r0 * ds)])?;
             }
-            self.queue.submit([enc.finish()]);
-            self.read_into(&qbuf, &mut q[r0 * ds..(r0 + rows) * ds])?;
-        }
+            Ok(())
+        })?;
+        q.copy_from_slice(done.host());
         Ok(())
     }
 }

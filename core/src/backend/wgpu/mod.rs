@@ -24,6 +24,7 @@
 
 mod dispatch;
 mod ito;
+mod workspace;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -121,8 +122,35 @@ pub(crate) struct GpuSae {
     dec_t: std::sync::OnceLock<Vec<(usize, usize, wgpu::Buffer)>>,
 }
 
+impl Drop for GpuSae {
+    /// Free the device memory now: workspaces may still cache bind groups that
+    /// name these buffers (they are never used again, as no new call binds them).
+    fn drop(&mut self) {
+        let chunks = self
+            .enc
+            .iter()
+            .chain(&self.dec)
+            .chain(self.dec_t.get().into_iter().flatten());
+        for (_, _, b) in chunks {
+            b.destroy();
+        }
+        for b in [
+            &self.b_enc,
+            &self.aux,
+            &self.aux2,
+            &self.b_dec,
+            &self.inv_norm,
+        ] {
+            b.destroy();
+        }
+    }
+}
+
 /// The wgpu backend. `Send + Sync`: calls from several threads are serialised
-/// by wgpu's queue.
+/// by wgpu's queue. Each call checks a workspace (storage, staging and uniform
+/// buffers and bind groups, kept between calls and grown on demand) out of a pool,
+/// so a repeated call of the same shape creates no device objects; buffers over
+/// 64 MiB are released after the call that needed them.
 ///
 /// ```
 /// # fn main() -> saeplug::Result<()> {
@@ -148,8 +176,12 @@ pub struct WgpuBackend {
     pub(crate) max_groups: u32,
     /// Encoder weights stored as f16 (SHADER_F16 kernels).
     pub(crate) f16: bool,
+    /// Offset between uniform slots (the adapter's uniform offset alignment).
+    pub(crate) uniform_align: u64,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     saes: Mutex<HashMap<u64, Arc<GpuSae>>>,
+    /// Idle workspaces; a call takes one (or makes one) and puts it back on success.
+    pool: Mutex<Vec<workspace::Workspace>>,
     pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
 }
 
@@ -246,8 +278,12 @@ impl WgpuBackend {
             f16: opts.f16_weights,
             max_chunk,
             max_groups: limits.max_compute_workgroups_per_dimension,
+            uniform_align: (limits.min_uniform_buffer_offset_alignment as u64)
+                .max(size_of::<Params>() as u64)
+                .next_power_of_two(),
             pipelines: Mutex::default(),
             saes: Mutex::default(),
+            pool: Mutex::default(),
             uncaptured,
         })
     }
@@ -364,6 +400,31 @@ impl WgpuBackend {
     /// ```
     pub fn evict(&self, sae: &Sae) {
         lock(&self.saes).remove(&sae.id());
+    }
+
+    /// Free the device memory kept between calls (storage, staging and uniform
+    /// buffers and bind groups); uploaded weights stay. The next call creates what
+    /// it needs again.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, WgpuBackend, WgpuOptions};
+    /// let gpu = match WgpuBackend::new(WgpuOptions::default()) {
+    ///     Ok(gpu) => gpu,
+    ///     Err(e) => {
+    ///         eprintln!("no GPU adapter here: {e}"); // e.g. no Vulkan driver installed
+    ///         return Ok(());
+    ///     }
+    /// };
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 3)?;
+    /// let big = vec![0.5; 4096 * 16];
+    /// gpu.encode_sparse(&sae, &big)?; // grows the workspace for 4096 rows
+    /// gpu.release_workspaces(); // a long-lived host gives that memory back
+    /// assert_eq!(gpu.encode_sparse(&sae, &big[..16])?.n_rows(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn release_workspaces(&self) {
+        lock(&self.pool).clear();
     }
 
     /// Width (columns) of `[d, ds]` column chunks under the binding limit.
@@ -537,17 +598,23 @@ impl Backend for WgpuBackend {
             return Ok(denorm);
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.encode_rows(sae, &g, &xc, out))?;
-        check_finite_output("encoded features", out, sae.d_sae())?;
+        let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        check_finite_output("encoded features", done.host(), sae.d_sae())?;
+        out.copy_from_slice(done.host());
         Ok(denorm)
     }
 
     fn encode_sparse(&self, sae: &Sae, x: &[f32]) -> Result<SparseCodes> {
         let n = rows_of(sae, x)?;
         let ds = sae.d_sae();
-        let mut dense = vec![0.0f32; n * ds];
-        let denorm = self.encode(sae, x, &mut dense)?;
-        Ok(SparseCodes::from_dense(&dense, ds, denorm))
+        let (xc, denorm) = preprocess(sae, x, n)?;
+        if n == 0 {
+            return Ok(SparseCodes::from_dense(&[], ds, denorm));
+        }
+        let g = self.gpu_sae(sae)?;
+        let done = self.call(|c| self.encode_rows(c, sae, &g, &xc))?;
+        check_finite_output("encoded features", done.host(), ds)?;
+        Ok(SparseCodes::from_dense(done.host(), ds, denorm))
     }
 
     fn decode(&self, sae: &Sae, f: &[f32], denorm: &[Denorm], out: &mut [f32]) -> Result<()> {
@@ -557,9 +624,14 @@ impl Backend for WgpuBackend {
             return Ok(());
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.decode_rows(sae, &g, f, out))?;
-        crate::backend::apply_denorm(out, d, denorm);
-        check_finite_output("decoded activations", out, d)
+        let done = self.call(|c| {
+            self.decode_rows(c, sae, &g, f)?;
+            crate::backend::apply_denorm(c.host(), d, denorm);
+            Ok(())
+        })?;
+        check_finite_output("decoded activations", done.host(), d)?;
+        out.copy_from_slice(done.host());
+        Ok(())
     }
 
     fn decode_sparse(&self, sae: &Sae, codes: &SparseCodes, out: &mut [f32]) -> Result<()> {
@@ -571,9 +643,14 @@ impl Backend for WgpuBackend {
             return Ok(());
         }
         let g = self.gpu_sae(sae)?;
-        self.scoped(|| self.decode_sparse_rows(sae, &g, codes, out))?;
-        crate::backend::apply_denorm(out, sae.d_in(), &codes.denorm);
-        check_finite_output("decoded activations", out, sae.d_in())
+        let done = self.call(|c| {
+            self.decode_sparse_rows(c, sae, &g, codes)?;
+            crate::backend::apply_denorm(c.host(), sae.d_in(), &codes.denorm);
+            Ok(())
+        })?;
+        check_finite_output("decoded activations", done.host(), sae.d_in())?;
+        out.copy_from_slice(done.host());
+        Ok(())
     }
 
     fn steer(
@@ -593,7 +670,9 @@ impl Backend for WgpuBackend {
         let mut sel = gather_rows(x, d, &rows);
         match source {
             FeatureSource::Encoder if Self::kernels_steer(sae, edits) => {
-                self.scoped(|| self.steer_rows(sae, &mut sel, edits, None))?;
+                let g = self.gpu_sae(sae)?;
+                let done = self.call(|c| self.steer_rows(c, sae, &g, &sel, edits, None))?;
+                sel.copy_from_slice(done.host());
             }
             FeatureSource::Encoder => {
                 let ds = sae.d_sae();
@@ -613,5 +692,189 @@ impl Backend for WgpuBackend {
 
     fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)> {
         self.solve_rows(sae, x, p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{Rng, random_sae};
+
+    /// The backend, or `None` (loudly) without an adapter when
+    /// `SAEPLUG_ALLOW_NO_GPU=1`; otherwise a missing adapter fails the test.
+    fn gpu(opts: WgpuOptions) -> Option<WgpuBackend> {
+        match WgpuBackend::new(opts) {
+            Ok(g) => Some(g),
+            Err(e) if std::env::var("SAEPLUG_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+                eprintln!(
+                    "NO GPU ADAPTER ({e}); SAEPLUG_ALLOW_NO_GPU=1 set, this test checks nothing"
+                );
+                None
+            }
+            Err(e) => panic!("no GPU adapter: {e} (or set SAEPLUG_ALLOW_NO_GPU=1)"),
+        }
+    }
+
+    /// One of each call the backend makes: encode, sparse encode, both decodes,
+    /// steering and GP/MP solves, on `rows` rows.
+    fn every_call(g: &WgpuBackend, sae: &Sae, rows: usize) {
+        let (d, ds) = (sae.d_in(), sae.d_sae());
+        let x = Rng::new(rows as u64).normal_vec(rows * d, 1.0);
+        let mut f = vec![0.0; rows * ds];
+        let dn = g.encode(sae, &x, &mut f).unwrap();
+        let codes = g.encode_sparse(sae, &x).unwrap();
+        let mut r = vec![0.0; rows * d];
+        g.decode(sae, &f, &dn, &mut r).unwrap();
+        g.decode_sparse(sae, &codes, &mut r).unwrap();
+        let edits = [
+            Edit::Clamp {
+                feature: 3,
+                value: 2.0,
+            },
+            Edit::AddFeature {
+                feature: 5,
+                coef: 1.0,
+            },
+        ];
+        let mut y = x.clone();
+        g.steer(sae, &mut y, &edits, None, &FeatureSource::Encoder)
+            .unwrap();
+        for solver in [
+            crate::params::Solver::GradientPursuit,
+            crate::params::Solver::MatchingPursuit,
+            crate::params::Solver::OrthogonalMatchingPursuit,
+        ] {
+            g.solve(sae, &x, &crate::params::SolverParams::new(solver, 3))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
+    fn repeated_calls_create_no_buffers_or_bind_groups() {
+        // A 4 KiB chunk cap: several weight chunks, so several dispatches per pass.
+        let Some(g) = gpu(WgpuOptions {
+            max_chunk_bytes: Some(4096),
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let sae = random_sae(16, 200, Architecture::Standard, 1).unwrap();
+        every_call(&g, &sae, 1);
+        let warm = g.workspace_creations();
+        assert!(warm > 0, "the first calls create the workspace");
+        for _ in 0..3 {
+            every_call(&g, &sae, 1);
+        }
+        assert_eq!(
+            g.workspace_creations(),
+            warm,
+            "a repeated batch-1 call created device objects"
+        );
+        // A larger batch grows the workspace once; the batch-1 calls stay free after it.
+        every_call(&g, &sae, 7);
+        let grown = g.workspace_creations();
+        assert!(grown > warm);
+        every_call(&g, &sae, 7);
+        every_call(&g, &sae, 1);
+        every_call(&g, &sae, 1);
+        let settled = g.workspace_creations();
+        every_call(&g, &sae, 1);
+        every_call(&g, &sae, 7);
+        assert_eq!(g.workspace_creations(), settled);
+        // Released workspaces are created again on demand.
+        g.release_workspaces();
+        assert_eq!(g.workspace_creations(), 0);
+        every_call(&g, &sae, 1);
+        assert!(g.workspace_creations() > 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
+    fn concurrent_calls_each_get_a_workspace() {
+        let Some(g) = gpu(WgpuOptions::default()) else {
+            return;
+        };
+        let sae = random_sae(24, 96, Architecture::JumpRelu, 2).unwrap();
+        let x = Rng::new(3).normal_vec(3 * 24, 1.0);
+        let mut want = vec![0.0; 3 * 96];
+        crate::CpuBackend::new(1)
+            .encode(&sae, &x, &mut want)
+            .unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let mut f = vec![0.0; 3 * 96];
+                        g.encode(&sae, &x, &mut f).unwrap();
+                        let e = f
+                            .iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max);
+                        assert!(e <= 1e-4, "concurrent encode differs by {e}");
+                    }
+                });
+            }
+        });
+    }
+
+    /// A wgpu error reported while a call runs (here injected into the
+    /// uncaptured-error slot, as the device's callback would) fails the call, and
+    /// the caller's outputs keep what they held. The calls take several row passes
+    /// (a 4 KiB binding cap), so a backend writing pass by pass would be caught.
+    #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
+    fn failed_calls_leave_outputs_untouched() {
+        let Some(g) = gpu(WgpuOptions {
+            max_chunk_bytes: Some(4096),
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let sae = random_sae(8, 512, Architecture::Standard, 4).unwrap();
+        let (d, ds, rows) = (8, 512, 5); // 2 rows per pass: 3 passes
+        let x = Rng::new(5).normal_vec(rows * d, 1.0);
+        let codes = g.encode_sparse(&sae, &x).unwrap(); // uploads the weights
+        let dense = codes.to_dense();
+        let inject = || *lock(&g.uncaptured) = Some("injected device error".into());
+        let sentinel = 7.25f32;
+        let untouched = |v: &[f32]| v.iter().all(|a| *a == sentinel);
+
+        let mut f = vec![sentinel; rows * ds];
+        inject();
+        let e = g.encode(&sae, &x, &mut f).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Backend, "{e}");
+        assert!(untouched(&f), "a failed encode wrote its output");
+        g.encode(&sae, &x, &mut f).unwrap();
+        assert!(!untouched(&f), "encode without the fault writes the output");
+
+        let mut r = vec![sentinel; rows * d];
+        inject();
+        assert!(g.decode(&sae, &dense, &[], &mut r).is_err());
+        assert!(untouched(&r), "a failed decode wrote its output");
+        inject();
+        assert!(g.decode_sparse(&sae, &codes, &mut r).is_err());
+        assert!(untouched(&r), "a failed sparse decode wrote its output");
+        g.decode_sparse(&sae, &codes, &mut r).unwrap();
+        assert!(!untouched(&r));
+
+        let mut y = vec![sentinel; rows * d];
+        let edits = [
+            Edit::AddFeature {
+                feature: 1,
+                coef: 3.0,
+            },
+            Edit::Ablate { feature: 2 },
+        ];
+        inject();
+        assert!(
+            g.steer(&sae, &mut y, &edits, None, &FeatureSource::Encoder)
+                .is_err()
+        );
+        assert!(untouched(&y), "a failed steer changed x");
+        g.steer(&sae, &mut y, &edits, None, &FeatureSource::Encoder)
+            .unwrap();
+        assert!(!untouched(&y));
     }
 }
