@@ -111,7 +111,7 @@ pub enum Error {
     FileChanged {
         /// File concerned.
         path: PathBuf,
-        /// Size or modification time.
+        /// What changed: replaced, deleted, size or modification time.
         what: String,
     },
     /// A compute backend failed (device lost, out of memory, driver error).

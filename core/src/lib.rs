@@ -25,11 +25,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backend;
+mod config;
 pub mod cvec;
 pub mod decompose;
 mod error;
 pub mod format;
 pub mod hook;
+mod json;
 pub mod params;
 pub mod record;
 #[cfg(any(test, feature = "reference"))]
@@ -60,5 +62,6 @@ pub mod wgpu_types {
     pub use wgpu::{AdapterInfo, DeviceType};
 }
 pub use backend::{Backend, Denorm, SparseCodes};
+pub use config::{Architecture, Format, Normalization, SaeConfig, SaeWeights, TopKOrder};
 pub use error::{Error, ErrorKind, Result};
-pub use sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};
+pub use sae::Sae;

@@ -13,197 +13,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+pub(crate) use crate::config::{
+    Architecture, Format, Normalization, SaeConfig, SaeWeights, TopKOrder,
+};
 use crate::error::{Error, Result};
-use crate::weights::{MappedFile, Tensor, write_atomic, write_safetensors};
-
-/// Order of the top-k selection relative to the ReLU (FORMATS.md section 8.1).
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// use saeplug::{Architecture, Backend, CpuBackend, TopKOrder, synthetic::random_sae};
-/// // Signed top-k keeps the k largest |pre-activations|, so it can return negatives.
-/// let topk = |order| Architecture::TopK { k: 4, order, rescale_by_decoder_norm: false };
-/// let sae = random_sae(16, 64, topk(TopKOrder::Signed), 1)?;
-/// let x = saeplug::synthetic::Rng::new(2).normal_vec(16, 1.0);
-/// let codes = CpuBackend::new(1).encode_sparse(&sae, &x)?;
-/// assert_eq!(codes.indices.len(), 4);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TopKOrder {
-    /// SAELens and OpenAI: keep the k largest pre-activations, then ReLU them.
-    TopKThenRelu,
-    /// EleutherAI sparsify: ReLU, then keep the k largest.
-    ReluThenTopK,
-    /// Legacy sparsify `signed`: keep the k largest by absolute value, no ReLU.
-    Signed,
-    /// sparsify `groupmax`: the maximum of each of k equal groups of ReLU'd values.
-    GroupMax,
-}
-
-/// Encoder architecture.
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// use saeplug::{Architecture, Sae};
-/// fn describe(sae: &Sae) -> String {
-///     match sae.config().architecture {
-///         Architecture::TopK { k, .. } => format!("top-{k}"),
-///         a => a.name().to_string(),
-///     }
-/// }
-/// let sae = saeplug::synthetic::random_sae(8, 32, Architecture::Gated, 1)?;
-/// assert_eq!(describe(&sae), "gated");
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Architecture {
-    /// `relu(x W_enc + b_enc)`.
-    Standard,
-    /// `relu(p) * 1[p > threshold]` (also BatchTopK SAEs at inference).
-    JumpRelu,
-    /// Gated SAE: gate `x W_enc + b_gate > 0`, magnitude `relu(x (W_enc * exp(r_mag)) + b_mag)`.
-    Gated,
-    /// Top-k SAE.
-    TopK {
-        /// Number of features kept per row.
-        k: usize,
-        /// Selection order (SAELens vs sparsify).
-        order: TopKOrder,
-        /// SAELens `rescale_acts_by_decoder_norm`.
-        rescale_by_decoder_norm: bool,
-    },
-}
-
-impl Architecture {
-    /// Stable numeric code used by the C ABI.
-    ///
-    /// ```
-    /// use saeplug::Architecture;
-    /// assert_eq!(Architecture::Standard.code(), 0);
-    /// assert_eq!(Architecture::JumpRelu.code(), 1);
-    /// assert_eq!(Architecture::Gated.code(), 2);
-    /// ```
-    pub fn code(&self) -> u32 {
-        match self {
-            Architecture::Standard => 0,
-            Architecture::JumpRelu => 1,
-            Architecture::Gated => 2,
-            Architecture::TopK { .. } => 3,
-        }
-    }
-
-    /// Name as SAELens spells it.
-    ///
-    /// ```
-    /// assert_eq!(saeplug::Architecture::JumpRelu.name(), "jumprelu");
-    /// ```
-    pub fn name(&self) -> &'static str {
-        match self {
-            Architecture::Standard => "standard",
-            Architecture::JumpRelu => "jumprelu",
-            Architecture::Gated => "gated",
-            Architecture::TopK { .. } => "topk",
-        }
-    }
-}
-
-/// Input normalisation applied before encoding and inverted after decoding.
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// use saeplug::Normalization;
-/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
-/// assert_eq!(sae.config().normalization, Normalization::None);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Normalization {
-    /// Identity (also `expected_average_only_in`, whose factor is folded in at load).
-    None,
-    /// `x * sqrt(d_in) / ||x||` per token.
-    ConstantNormRescale,
-    /// `(x - mean) / (std + 1e-5)` per token, torch's unbiased std.
-    LayerNorm,
-}
-
-impl Normalization {
-    /// Stable numeric code used by the C ABI.
-    ///
-    /// ```
-    /// use saeplug::Normalization;
-    /// assert_eq!(Normalization::None.code(), 0);
-    /// assert_eq!(Normalization::LayerNorm.code(), 2);
-    /// ```
-    pub fn code(self) -> u32 {
-        match self {
-            Normalization::None => 0,
-            Normalization::ConstantNormRescale => 1,
-            Normalization::LayerNorm => 2,
-        }
-    }
-}
+use crate::format::LoadedSae;
+use crate::weights::{MappedFile, Tensor, first_non_finite};
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The file format an SAE was loaded from.
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// use saeplug::{Format, Sae};
-/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
-/// assert_eq!(sae.config().format, Format::InMemory);
-/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-fmt-{}", std::process::id()));
-/// sae.save_saelens(&dir)?;
-/// assert_eq!(Sae::open(&dir)?.config().format, Format::SaeLens);
-/// # std::fs::remove_dir_all(&dir).ok();
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// SAELens folder: `cfg.json` + `sae_weights.safetensors`.
-    SaeLens,
-    /// Gemma Scope 1 `params.npz`.
-    GemmaScope1,
-    /// Gemma Scope 2 `config.json` + `params.safetensors`.
-    GemmaScope2,
-    /// EleutherAI sparsify `cfg.json` + `sae.safetensors`.
-    Sparsify,
-    /// Built in memory.
-    InMemory,
-}
-
-/// Everything about an SAE except its weights.
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?;
-/// let cfg = sae.config();
-/// assert_eq!((cfg.d_in, cfg.d_sae), (8, 32));
-/// assert!(cfg.hook_name.is_none());
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct SaeConfig {
-    /// Input (residual) dimension.
-    pub d_in: usize,
-    /// Number of features (dictionary size).
-    pub d_sae: usize,
-    /// Encoder architecture.
-    pub architecture: Architecture,
-    /// Subtract `b_dec` from the input before encoding.
-    pub apply_b_dec_to_input: bool,
-    /// Input normalisation.
-    pub normalization: Normalization,
-    /// Hook point named by the file, if any (e.g. `blocks.8.hook_resid_post`).
-    pub hook_name: Option<String>,
-    /// Source format.
-    pub format: Format,
-}
 
 /// How `W_enc` is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,37 +32,6 @@ pub(crate) enum EncLayout {
     InBySae,
     /// `[d_sae, d_in]` (nn.Linear weight, sparsify).
     SaeByIn,
-}
-
-/// The weight tensors of an SAE.
-///
-/// ```
-/// # fn main() -> saeplug::Result<()> {
-/// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::JumpRelu, 1)?;
-/// let w = sae.weights();
-/// assert_eq!(w.w_dec.shape(), [32, 8]);
-/// assert_eq!(w.threshold.as_ref().map(|t| t.shape().to_vec()), Some(vec![32]));
-/// assert!(w.r_mag.is_none()); // gated only
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct SaeWeights {
-    /// Encoder matrix, `[d_in, d_sae]` or `[d_sae, d_in]` (see `w_enc_transposed`).
-    pub w_enc: Tensor,
-    /// True when `w_enc` is stored `[d_sae, d_in]`.
-    pub w_enc_transposed: bool,
-    /// Encoder bias `[d_sae]` (`b_gate` for gated SAEs).
-    pub b_enc: Tensor,
-    /// Decoder matrix `[d_sae, d_in]`.
-    pub w_dec: Tensor,
-    /// Decoder bias `[d_in]`.
-    pub b_dec: Tensor,
-    /// JumpReLU threshold `[d_sae]`.
-    pub threshold: Option<Tensor>,
-    /// Gated `r_mag` `[d_sae]`.
-    pub r_mag: Option<Tensor>,
-    /// Gated `b_mag` `[d_sae]`.
-    pub b_mag: Option<Tensor>,
 }
 
 /// A loaded sparse autoencoder. Cheap to share across threads (`Send + Sync`);
@@ -275,6 +64,8 @@ pub struct Sae {
     pub(crate) path: Option<PathBuf>,
     dec_norms: OnceLock<Vec<f32>>,
     exp_r_mag: OnceLock<Vec<f32>>,
+    /// First non-finite weight (tensor name, flat index, value), found on first use.
+    non_finite: OnceLock<Option<(String, usize, f32)>>,
     id: u64,
 }
 
@@ -308,6 +99,23 @@ impl Sae {
     /// ```
     pub fn from_parts(cfg: SaeConfig, w: SaeWeights) -> Result<Self> {
         Self::assemble(cfg, w, Vec::new(), None)
+    }
+
+    /// Build an SAE from what a loader returned (see [`crate::format::load`]),
+    /// checking every shape against the configuration.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Sae, format};
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-fromloaded-{}", std::process::id()));
+    /// # saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::Standard, 1)?.save_saelens(&dir)?;
+    /// let sae = Sae::from_loaded(format::load(&dir)?)?; // what Sae::open does
+    /// assert_eq!(sae.path(), Some(dir.as_path()));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn from_loaded(l: LoadedSae) -> Result<Self> {
+        Self::assemble(l.config, l.weights, l.files, Some(l.path))
     }
 
     pub(crate) fn assemble(
@@ -381,6 +189,7 @@ impl Sae {
             path,
             dec_norms: OnceLock::new(),
             exp_r_mag: OnceLock::new(),
+            non_finite: OnceLock::new(),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -389,7 +198,11 @@ impl Sae {
     ///
     /// Weights are memory-mapped; f32 tensors are borrowed from the map (zero copy).
     /// The files must not be modified or truncated while the `Sae` lives; use
-    /// [`Sae::check_unchanged`] to detect size/mtime changes.
+    /// [`Sae::check_unchanged`] before each use to detect a file replaced under the
+    /// same path, truncated or rewritten (a truncation *during* a call raises SIGBUS
+    /// and stays the host's responsibility). Only regular files are opened. Opening
+    /// reads no weight page: the one scan for NaN/Inf weights runs on the first
+    /// compute call ([`Sae::check_finite`]).
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -406,7 +219,7 @@ impl Sae {
     /// # Ok(()) }
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        crate::format::open(path.as_ref())
+        Self::from_loaded(crate::format::load(path.as_ref())?)
     }
 
     /// A process-unique identity (backends key cached device copies by it).
@@ -514,7 +327,9 @@ impl Sae {
         .collect()
     }
 
-    /// Error if any mapped file changed size or modification time since open.
+    /// Error ([`crate::ErrorKind::FileChanged`]) if any mapped file was replaced under
+    /// its path (another device/inode), or changed size or modification time since
+    /// open (see [`crate::weights::MappedFile::check_unchanged`]).
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -562,8 +377,82 @@ impl Sae {
         })
     }
 
+    /// Error unless every weight is finite. The scan runs once, on first use, and
+    /// its result is kept (opening stays zero-copy and touches no weight pages);
+    /// every compute entry point of the backends calls it before reading weights,
+    /// so an SAE holding NaN or infinity fails its first call with a
+    /// [`crate::ErrorKind::Format`] error naming the tensor and the first bad index.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend, ErrorKind, Sae, SaeWeights, weights::Tensor};
+    /// let sae = saeplug::synthetic::random_sae(2, 4, saeplug::Architecture::Standard, 1)?;
+    /// sae.check_finite()?;
+    /// let mut b_enc = sae.weights().b_enc.as_slice().to_vec();
+    /// b_enc[3] = f32::NAN;
+    /// let w = sae.weights();
+    /// let copy = |t: &Tensor| Tensor::owned(t.name(), t.shape().to_vec(), t.as_slice().to_vec());
+    /// let bad = Sae::from_parts(sae.config().clone(), SaeWeights {
+    ///     w_enc: copy(&w.w_enc)?, w_enc_transposed: false,
+    ///     b_enc: Tensor::owned("b_enc", vec![4], b_enc)?,
+    ///     w_dec: copy(&w.w_dec)?, b_dec: copy(&w.b_dec)?,
+    ///     threshold: None, r_mag: None, b_mag: None,
+    /// })?;
+    /// let err = bad.check_finite().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Format);
+    /// assert!(err.to_string().contains("'b_enc'") && err.to_string().contains("index 3"));
+    /// // Compute calls refuse it too.
+    /// assert!(CpuBackend::new(1).encode_sparse(&bad, &[0.0, 0.0]).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn check_finite(&self) -> Result<()> {
+        let found = self.non_finite.get_or_init(|| {
+            let w = &self.w;
+            [
+                Some(&w.w_enc),
+                Some(&w.b_enc),
+                Some(&w.w_dec),
+                Some(&w.b_dec),
+                w.threshold.as_ref(),
+                w.r_mag.as_ref(),
+                w.b_mag.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(|t| {
+                let v = t.as_slice();
+                first_non_finite(v).map(|i| (t.name().to_string(), i, v[i]))
+            })
+        });
+        match found {
+            None => Ok(()),
+            Some((name, i, v)) => {
+                let shape = [&self.w.w_enc, &self.w.w_dec, &self.w.b_enc, &self.w.b_dec]
+                    .into_iter()
+                    .chain(self.w.threshold.iter())
+                    .chain(self.w.r_mag.iter())
+                    .chain(self.w.b_mag.iter())
+                    .find(|t| t.name() == name)
+                    .map(|t| t.shape().to_vec())
+                    .unwrap_or_default();
+                let at = if shape.len() == 2 && shape[1] > 0 {
+                    format!(" (row {}, column {})", i / shape[1], i % shape[1])
+                } else {
+                    String::new()
+                };
+                Err(Error::format(
+                    self.path
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("<memory>")),
+                    format!("tensor '{name}' holds a non-finite value {v} at index {i}{at}"),
+                ))
+            }
+        }
+    }
+
     /// Save as a SAELens v6 folder (`cfg.json` + `sae_weights.safetensors`), atomically
-    /// per file. Top-k SAEs of sparsify order cannot be expressed and are refused.
+    /// per file (see [`crate::format::write_saelens`]). Top-k SAEs of sparsify order
+    /// cannot be expressed and are refused.
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -578,80 +467,6 @@ impl Sae {
     /// # Ok(()) }
     /// ```
     pub fn save_saelens(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let c = &self.cfg;
-        let norm = match c.normalization {
-            Normalization::None => "none",
-            Normalization::ConstantNormRescale => "constant_norm_rescale",
-            Normalization::LayerNorm => "layer_norm",
-        };
-        let mut cfg = serde_json::json!({
-            "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
-            "apply_b_dec_to_input": c.apply_b_dec_to_input,
-            "normalize_activations": norm, "reshape_activations": "none",
-            "architecture": c.architecture.name(),
-            "metadata": {"sae_lens_version": "6.0.0", "hook_name": c.hook_name},
-        });
-        if let Architecture::TopK {
-            k,
-            order,
-            rescale_by_decoder_norm,
-        } = c.architecture
-        {
-            if order != TopKOrder::TopKThenRelu {
-                return Err(Error::Unsupported(format!(
-                    "a {order:?} top-k SAE has no SAELens equivalent"
-                )));
-            }
-            cfg["k"] = k.into();
-            cfg["rescale_acts_by_decoder_norm"] = rescale_by_decoder_norm.into();
-        }
-        let w = &self.w;
-        let w_enc_t;
-        let w_enc: &[f32] = if w.w_enc_transposed {
-            w_enc_t = transpose(w.w_enc.as_slice(), c.d_sae, c.d_in);
-            &w_enc_t
-        } else {
-            w.w_enc.as_slice()
-        };
-        let (di, ds) = (c.d_in, c.d_sae);
-        let mut ts: Vec<(&str, &[usize], &[f32])> = Vec::new();
-        let s_enc = [di, ds];
-        let s_dec = [ds, di];
-        let s_sae = [ds];
-        let s_in = [di];
-        ts.push(("W_enc", &s_enc, w_enc));
-        ts.push(("W_dec", &s_dec, w.w_dec.as_slice()));
-        ts.push(("b_dec", &s_in, w.b_dec.as_slice()));
-        let bias_name = if c.architecture == Architecture::Gated {
-            "b_gate"
-        } else {
-            "b_enc"
-        };
-        ts.push((bias_name, &s_sae, w.b_enc.as_slice()));
-        for (name, t) in [
-            ("threshold", &w.threshold),
-            ("r_mag", &w.r_mag),
-            ("b_mag", &w.b_mag),
-        ] {
-            if let Some(t) = t {
-                ts.push((name, &s_sae, t.as_slice()));
-            }
-        }
-        write_safetensors(&dir.join("sae_weights.safetensors"), &ts, &BTreeMap::new())?;
-        let text = serde_json::to_vec_pretty(&cfg)
-            .map_err(|e| Error::invalid(format!("cannot serialise cfg.json: {e}")))?;
-        write_atomic(&dir.join("cfg.json"), &text)
+        crate::format::write_saelens(dir.as_ref(), &self.cfg, &self.w)
     }
-}
-
-pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = a[r * cols + c];
-        }
-    }
-    t
 }

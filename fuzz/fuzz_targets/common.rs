@@ -1,4 +1,5 @@
 // Shared by the loader targets: a private scratch folder on tmpfs per process.
+#![allow(dead_code, reason = "each target uses a part of this module")]
 use std::path::PathBuf;
 
 pub fn scratch() -> PathBuf {
@@ -26,9 +27,12 @@ pub fn valid_weights() -> Vec<u8> {
     std::fs::read(&p).expect("read back")
 }
 
-/// Encode a batch through a loaded SAE so the mapped tensors are read too.
+/// Encode a batch through a loaded SAE so the mapped tensors are read too (the
+/// first compute call also runs the non-finite weight scan).
 pub fn exercise(sae: &saeplug::Sae) {
     use saeplug::Backend;
+    let _ = sae.check_unchanged();
+    let _ = sae.check_finite();
     let x = vec![0.5f32; sae.d_in() * 2];
     let cpu = saeplug::CpuBackend::new(1);
     if let Ok(codes) = cpu.encode_sparse(sae, &x) {

@@ -152,7 +152,8 @@ impl SparseCodes {
         out
     }
 
-    /// Check internal consistency against an SAE (offsets monotone, indices in range).
+    /// Check internal consistency against an SAE (offsets monotone, indices in range),
+    /// and that the SAE's weights are finite ([`Sae::check_finite`]).
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -164,6 +165,7 @@ impl SparseCodes {
     /// # Ok(()) }
     /// ```
     pub fn validate(&self, sae: &Sae) -> Result<()> {
+        sae.check_finite()?;
         if self.d_sae != sae.d_sae() {
             return Err(Error::invalid(format!(
                 "codes are for d_sae = {}, the SAE has {}",
@@ -387,6 +389,7 @@ pub(crate) fn apply_denorm(out: &mut [f32], d: usize, denorm: &[Denorm]) {
 
 /// Number of rows in `x`, checking it is a whole number of `d_in` rows of finite values.
 pub(crate) fn rows_of(sae: &Sae, x: &[f32]) -> Result<usize> {
+    sae.check_finite()?;
     let d = sae.d_in();
     if !x.len().is_multiple_of(d) {
         return Err(Error::invalid(format!(
@@ -417,6 +420,7 @@ pub(crate) fn check_len(what: &str, got: usize, need: usize) -> Result<()> {
 /// Validate dense decode arguments (whole rows of finite codes, output length,
 /// denormalisation); returns the number of rows.
 pub(crate) fn check_decode(sae: &Sae, f: &[f32], denorm: &[Denorm], out: &[f32]) -> Result<usize> {
+    sae.check_finite()?;
     let (d, ds) = (sae.d_in(), sae.d_sae());
     if !f.len().is_multiple_of(ds) {
         return Err(Error::invalid(format!(

@@ -173,8 +173,11 @@ fn index(file: &MappedFile) -> Result<BTreeMap<String, TensorInfo>> {
         let lnlen = u16_at(b, l + 26).ok_or_else(trunc)? as usize;
         let lelen = u16_at(b, l + 28).ok_or_else(trunc)? as usize;
         let data = l + 30 + lnlen + lelen;
-        let info = parse_npy(file, stem, data, csize as usize)?;
-        arrays.insert(stem.to_string(), info);
+        let csize = usize::try_from(csize).map_err(|_| trunc())?;
+        let info = parse_npy(file, stem, data, csize)?;
+        if arrays.insert(stem.to_string(), info).is_some() {
+            return Err(bad(&format!("member '{name}' appears twice")));
+        }
     }
     Ok(arrays)
 }

@@ -2,24 +2,19 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
-use super::{get_usize, read_json};
+use super::{Fields, LoadedSae, read_json};
+use crate::config::{Architecture, Format, Normalization, SaeConfig, SaeWeights, TopKOrder};
 use crate::error::{Error, Result};
-use crate::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights, TopKOrder};
 use crate::weights::SafeTensors;
 
-pub(super) fn open(dir: &Path) -> Result<Sae> {
+pub(super) fn open(dir: &Path) -> Result<LoadedSae> {
     let cfg_path = dir.join("cfg.json");
-    let cfg = read_json(&cfg_path)?;
-    let d_in = get_usize(&cfg, "d_in", &cfg_path)?;
-    let k = get_usize(&cfg, "k", &cfg_path)?;
-    let signed = cfg.get("signed").and_then(Value::as_bool).unwrap_or(false);
-    let order = match cfg
-        .get("activation")
-        .and_then(Value::as_str)
-        .unwrap_or("topk")
-    {
+    let cfg_v = read_json(&cfg_path)?;
+    let cfg = Fields::of(&cfg_v, &cfg_path)?;
+    let d_in = cfg.req_usize("d_in")?;
+    let k = cfg.req_usize("k")?;
+    let signed = cfg.bool("signed")?.unwrap_or(false);
+    let order = match cfg.str("activation")?.unwrap_or("topk") {
         "topk" if signed => TopKOrder::Signed,
         "topk" => TopKOrder::ReluThenTopK,
         "groupmax" => TopKOrder::GroupMax,
@@ -29,9 +24,11 @@ pub(super) fn open(dir: &Path) -> Result<Sae> {
             )));
         }
     };
-    let flag = |key: &str| cfg.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let skip_connection = cfg.bool("skip_connection")?.unwrap_or(false);
+    let transcode = cfg.bool("transcode")?.unwrap_or(false);
+    let num_latents = cfg.usize("num_latents")?.unwrap_or(0);
     let st = SafeTensors::open(&dir.join("sae.safetensors"))?;
-    if flag("skip_connection") || st.contains("W_skip") {
+    if skip_connection || st.contains("W_skip") {
         return Err(Error::Unsupported(format!(
             "{}: sparsify skip connections (W_skip) are not supported yet",
             dir.display()
@@ -49,14 +46,13 @@ pub(super) fn open(dir: &Path) -> Result<Sae> {
             });
         }
     };
-    let num_latents = cfg.get("num_latents").and_then(Value::as_u64).unwrap_or(0) as usize;
     if num_latents != 0 && num_latents != d_sae {
         return Err(Error::format(
             &cfg_path,
             format!("num_latents = {num_latents} but encoder.weight has {d_sae} rows"),
         ));
     }
-    let w = SaeWeights {
+    let weights = SaeWeights {
         w_enc,
         w_enc_transposed: true,
         b_enc: st.tensor("encoder.bias")?,
@@ -66,7 +62,7 @@ pub(super) fn open(dir: &Path) -> Result<Sae> {
         r_mag: None,
         b_mag: None,
     };
-    let cfg = SaeConfig {
+    let config = SaeConfig {
         d_in,
         d_sae,
         architecture: Architecture::TopK {
@@ -74,10 +70,15 @@ pub(super) fn open(dir: &Path) -> Result<Sae> {
             order,
             rescale_by_decoder_norm: false,
         },
-        apply_b_dec_to_input: !flag("transcode"),
+        apply_b_dec_to_input: !transcode,
         normalization: Normalization::None,
         hook_name: dir.file_name().and_then(|n| n.to_str()).map(str::to_string),
         format: Format::Sparsify,
     };
-    Sae::assemble(cfg, w, vec![st.file.clone()], Some(dir.to_path_buf()))
+    Ok(LoadedSae {
+        config,
+        weights,
+        files: vec![st.file.clone()],
+        path: dir.to_path_buf(),
+    })
 }
