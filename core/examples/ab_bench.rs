@@ -3,7 +3,7 @@
 //! alternately (docs/PERFORMANCE.md, "A/B"). Prints one line per measurement:
 //! `name median_ms min_ms`.
 //!
-//! `cargo run --release -p saeplug --example ab_bench -- [rounds]`
+//! `cargo run --release -p saeplug --example ab_bench -- [rounds [name-prefix]]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +15,11 @@ use saeplug::synthetic::{Rng, random_sae, sparse_data};
 use saeplug::{Architecture, Backend, CpuBackend};
 
 fn time(name: &str, iters: usize, mut f: impl FnMut()) {
+    if let Some(only) = std::env::args().nth(2)
+        && !name.starts_with(&only)
+    {
+        return;
+    }
     f(); // warm-up
     let mut t: Vec<f64> = (0..iters)
         .map(|_| {

@@ -218,7 +218,11 @@ impl Hook {
         if rows.is_empty() {
             return Ok(());
         }
-        // Every stage works on a copy of the selected rows; `x` changes only when
+        if self.replace == Replace::None {
+            // One stage: the backend's steer already leaves `x` as it was on error.
+            return backend.steer(sae, x, &self.edits, Some(&rows), &self.source);
+        }
+        // Several stages work on a copy of the selected rows; `x` changes only when
         // all of them succeeded.
         let mut sel = gather_rows(x, d, &rows);
         let reconstruct = |sel: &[f32]| -> Result<Vec<f32>> {

@@ -1,8 +1,10 @@
 #![no_main]
 //! The C ABI's argument validation: a byte string drives calls with arbitrary
-//! lengths, row counts, NULL/non-NULL buffers, edit kinds and values. Buffers are
-//! always as long as the lengths passed claim, as the C contract requires; the
-//! library must return a status for everything else, never crash.
+//! lengths, row counts, NULL/non-NULL buffers, edit kinds and values, thread counts
+//! up to u32::MAX, layers and positions near their type's limit, and input/output
+//! buffers that overlap. Buffers are always as long as the lengths passed claim, as
+//! the C contract requires; the library must return a status for everything else,
+//! never crash.
 mod common;
 use libfuzzer_sys::fuzz_target;
 use saeplug_ffi::*;
@@ -37,11 +39,26 @@ fuzz_target!(|data: &[u8]| {
     let mut ctx = null_mut();
     // SAFETY: every buffer passed is at least as long as the length passed with it.
     unsafe {
-        saeplug_ctx_new(1, 1, &mut ctx);
+        // Absurd thread counts must be refused, not spawned; then a working context.
+        let threads = match next() % 4 {
+            0 => u32::MAX,
+            1 => 1 << 20,
+            2 => 257,
+            _ => 1,
+        };
+        if saeplug_ctx_new(next() as u32 % 2, threads, &mut ctx) != saeplug_status::Ok {
+            saeplug_ctx_new(1, 1, &mut ctx);
+        }
         let mut hook = null_mut();
-        saeplug_hook_new(sae, next() as u32, &mut hook);
+        let layer = match next() % 3 {
+            0 => u32::MAX - next() as u32,
+            _ => next() as u32,
+        };
+        if saeplug_hook_new(sae, layer, &mut hook) != saeplug_status::Ok {
+            saeplug_hook_new(sae, 0, &mut hook);
+        }
         for _ in 0..8 {
-            let op = next() % 8;
+            let op = next() % 9;
             let rows = (next() % 5) as usize;
             let len = (next() % 48) as usize;
             let mut buf: Vec<f32> = (0..len.max(1)).map(|i| (next() as f32 - 128.0) / 16.0 + i as f32 * 0.0).collect();
@@ -62,6 +79,19 @@ fuzz_target!(|data: &[u8]| {
                     let mut nnz = 0usize;
                     saeplug_ctx_encode_sparse(ctx, sae, p, len, rows, offs.as_mut_ptr(), idx.as_mut_ptr(), out.as_mut_ptr(), out_len, &mut nnz);
                 }
+                8 => {
+                    // Input and output inside one allocation, overlapping or not.
+                    let mut one = vec![0.5f32; 160];
+                    let off = (next() % 96) as usize;
+                    let n_in = len.min(64);
+                    let n_out = out_len.min(160 - off);
+                    let base = one.as_mut_ptr();
+                    match next() % 3 {
+                        0 => { saeplug_ctx_encode(ctx, sae, base, n_in, rows, base.add(off), n_out); }
+                        1 => { saeplug_ctx_decode(ctx, sae, base, n_in, rows, base.add(off), n_out); }
+                        _ => { saeplug_ctx_reconstruct(ctx, sae, base, n_in, rows, base.add(off), n_out); }
+                    }
+                }
                 4 => {
                     let offs: Vec<usize> = (0..=rows).map(|_| (next() % 6) as usize).collect();
                     let idx: Vec<u32> = (0..8).map(|_| next() as u32 % 12).collect();
@@ -73,7 +103,11 @@ fuzz_target!(|data: &[u8]| {
                 _ => {
                     let n = buf.len() - buf.len() % 4;
                     buf.truncate(n.max(4).min(buf.len()));
-                    saeplug_ctx_hook_apply(ctx, hook, buf.as_mut_ptr(), len.min(buf.len()), rows, (next() % 4) as usize);
+                    let pos0 = match next() % 3 {
+                        0 => usize::MAX - (next() % 4) as usize,
+                        _ => (next() % 4) as usize,
+                    };
+                    saeplug_ctx_hook_apply(ctx, hook, buf.as_mut_ptr(), len.min(buf.len()), rows, pos0);
                     let mut offs = vec![0usize; rows + 1];
                     let mut idx = vec![0u32; 64];
                     let mut nnz = 0usize;

@@ -183,6 +183,7 @@ pub(crate) fn activations_from_codes(codes: &SparseCodes, edits: &[Edit]) -> Vec
 }
 
 /// Activations for [`apply_with`] read from dense codes (`[m, d_sae]`).
+#[cfg(feature = "gpu")]
 pub(crate) fn activations_from_dense(f: &[f32], d_sae: usize, edits: &[Edit]) -> Vec<f32> {
     f.chunks_exact(d_sae.max(1))
         .flat_map(|row| {

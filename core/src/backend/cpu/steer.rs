@@ -17,6 +17,11 @@ use crate::sae::{Architecture, EncLayout, Sae};
 /// architecture allows (top-k needs the row's k-th value: the row is encoded).
 pub(super) fn feature_activation(cpu: &CpuBackend, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
     check_row_feature(sae, x, i)?;
+    activation(cpu, sae, x, i)
+}
+
+/// [`feature_activation`] for a row and feature already checked.
+fn activation(cpu: &CpuBackend, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
     let (d, ds) = (sae.d_in(), sae.d_sae());
     if let Architecture::TopK { .. } = sae.config().architecture {
         let mut row = vec![0.0f32; ds];
@@ -27,7 +32,15 @@ pub(super) fn feature_activation(cpu: &CpuBackend, sae: &Sae, x: &[f32], i: usiz
     let w = sae.weights();
     let we = w.w_enc.as_slice();
     let col: f32 = match sae.enc_layout {
-        EncLayout::InBySae => xc.iter().enumerate().map(|(j, v)| v * we[j * ds + i]).sum(),
+        EncLayout::InBySae => {
+            // Column i of W_enc is strided by d_sae: every load is a cache miss, so
+            // keep several independent sums in flight instead of one chain of adds.
+            let mut acc = [0.0f32; 8];
+            for (j, v) in xc.iter().enumerate() {
+                acc[j % 8] += v * we[j * ds + i];
+            }
+            acc.iter().sum()
+        }
         EncLayout::SaeByIn => xc
             .iter()
             .zip(&we[i * d..(i + 1) * d])
@@ -78,7 +91,8 @@ pub(super) fn steer(
             for row in sel.chunks_exact(d) {
                 for e in edits {
                     acts.push(match reads_activation(e) {
-                        Some(i) => feature_activation(cpu, sae, row, i)?,
+                        // validate_edits checked the rows and the features.
+                        Some(i) => activation(cpu, sae, row, i)?,
                         None => 0.0,
                     });
                 }
