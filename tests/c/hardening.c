@@ -233,6 +233,21 @@ static void outputs_untouched_on_failure(saeplug_ctx *ctx, saeplug_sae *sae) {
                          SAEPLUG_STATUS_BUFFER_TOO_SMALL, NULL, NULL), "capacity 1");
         CHECK(nnz > 1 && offs[0] == 99 && val[0] == SENTINEL, "BUFFER_TOO_SMALL wrote more than *out_nnz");
     }
+    /* Finite inputs whose result overflows f32: NON_FINITE (not OK with Inf), out untouched. */
+    fill(x, N * D, 3.0e38f);
+    fill(out, N * M, SENTINEL);
+    CHECK(fails_with(saeplug_ctx_encode(ctx, sae, x, N * D, N, out, N * M), SAEPLUG_STATUS_NON_FINITE, "overflow",
+                     NULL), "encode overflow: %s", last());
+    CHECK(all_equal(out, N * M, SENTINEL), "overflowing encode wrote out");
+    {
+        float *f = malloc(N * M * sizeof(float));
+        fill(f, N * M, 3.0e38f);
+        fill(out, N * D, SENTINEL);
+        CHECK(fails_with(saeplug_ctx_decode(ctx, sae, f, N * M, N, out, N * D), SAEPLUG_STATUS_NON_FINITE,
+                         "overflow", NULL), "decode overflow: %s", last());
+        CHECK(all_equal(out, N * D, SENTINEL), "overflowing decode wrote out");
+        free(f);
+    }
     free(x);
     free(out);
 }
