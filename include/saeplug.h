@@ -1247,8 +1247,9 @@ saeplug_status saeplug_recorder_write_json(const saeplug_recorder *rec, const ch
  * Memory and lifetimes: on success `*out` owns a new handle; free it with
  * `saeplug_sae_free`. On failure `*out` is untouched. The weight files are
  * memory-mapped: they must not be modified or truncated while the handle lives.
- * Every compute call first checks the files' size and mtime and returns
- * FILE_CHANGED if they differ from open (a file truncated in place would
+ * Every compute call first checks the files' size, mtime and identity (device
+ * and inode: a file replaced under the same path or deleted is caught too) and
+ * returns FILE_CHANGED if they differ from open (a file truncated in place would
  * otherwise fault on access); a truncation *during* a call cannot be caught and
  * may kill the process (SIGBUS), as with any memory map.
  * Thread safety: any thread.
@@ -1314,8 +1315,9 @@ void saeplug_sae_free(saeplug_sae *sae);
 saeplug_status saeplug_sae_get_info(const saeplug_sae *sae, saeplug_sae_info *out);
 
 /**
- * Check that the SAE's files still have the size and modification time seen at
- * open. Returns OK or FILE_CHANGED (or IO if a file vanished).
+ * Check that the SAE's files are still the ones mapped at open: same size,
+ * modification time, device and inode (a file replaced under the same path is
+ * reported). Returns OK or FILE_CHANGED (or IO if a file vanished).
  * Thread safety: any thread.
  * Memory: nothing allocated.
  *
