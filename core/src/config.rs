@@ -218,3 +218,29 @@ pub struct SaeWeights {
     /// Gated `b_mag` `[d_sae]`.
     pub b_mag: Option<Tensor>,
 }
+
+impl SaeWeights {
+    /// Every tensor present, in a fixed order (w_enc, b_enc, w_dec, b_dec, then the
+    /// optional threshold, r_mag, b_mag).
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// let sae = saeplug::synthetic::random_sae(8, 32, saeplug::Architecture::JumpRelu, 1)?;
+    /// let names: Vec<&str> = sae.weights().tensors().map(|t| t.name()).collect();
+    /// assert_eq!(names.len(), 5); // four matrices and biases, plus the threshold
+    /// # Ok(()) }
+    /// ```
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        [
+            Some(&self.w_enc),
+            Some(&self.b_enc),
+            Some(&self.w_dec),
+            Some(&self.b_dec),
+            self.threshold.as_ref(),
+            self.r_mag.as_ref(),
+            self.b_mag.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}

@@ -64,8 +64,8 @@ pub struct Sae {
     pub(crate) path: Option<PathBuf>,
     dec_norms: OnceLock<Vec<f32>>,
     exp_r_mag: OnceLock<Vec<f32>>,
-    /// First non-finite weight (tensor name, flat index, value), found on first use.
-    non_finite: OnceLock<Option<(String, usize, f32)>>,
+    /// First non-finite weight (tensor name, shape, flat index, value), found on first use.
+    non_finite: OnceLock<Option<(String, Vec<usize>, usize, f32)>>,
     id: u64,
 }
 
@@ -310,21 +310,11 @@ impl Sae {
     /// # Ok(()) }
     /// ```
     pub fn copied_tensors(&self) -> Vec<&str> {
-        let w = &self.w;
-        [
-            Some(&w.w_enc),
-            Some(&w.b_enc),
-            Some(&w.w_dec),
-            Some(&w.b_dec),
-            w.threshold.as_ref(),
-            w.r_mag.as_ref(),
-            w.b_mag.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|t| !t.is_mapped() && !self.files.is_empty())
-        .map(Tensor::name)
-        .collect()
+        self.w
+            .tensors()
+            .filter(|t| !t.is_mapped() && !self.files.is_empty())
+            .map(Tensor::name)
+            .collect()
     }
 
     /// Error ([`crate::ErrorKind::FileChanged`]) if any mapped file was replaced under
@@ -407,34 +397,14 @@ impl Sae {
     /// ```
     pub fn check_finite(&self) -> Result<()> {
         let found = self.non_finite.get_or_init(|| {
-            let w = &self.w;
-            [
-                Some(&w.w_enc),
-                Some(&w.b_enc),
-                Some(&w.w_dec),
-                Some(&w.b_dec),
-                w.threshold.as_ref(),
-                w.r_mag.as_ref(),
-                w.b_mag.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(|t| {
+            self.w.tensors().find_map(|t| {
                 let v = t.as_slice();
-                first_non_finite(v).map(|i| (t.name().to_string(), i, v[i]))
+                first_non_finite(v).map(|i| (t.name().to_string(), t.shape().to_vec(), i, v[i]))
             })
         });
         match found {
             None => Ok(()),
-            Some((name, i, v)) => {
-                let shape = [&self.w.w_enc, &self.w.w_dec, &self.w.b_enc, &self.w.b_dec]
-                    .into_iter()
-                    .chain(self.w.threshold.iter())
-                    .chain(self.w.r_mag.iter())
-                    .chain(self.w.b_mag.iter())
-                    .find(|t| t.name() == name)
-                    .map(|t| t.shape().to_vec())
-                    .unwrap_or_default();
+            Some((name, shape, i, v)) => {
                 let at = if shape.len() == 2 && shape[1] > 0 {
                     format!(" (row {}, column {})", i / shape[1], i % shape[1])
                 } else {

@@ -89,9 +89,48 @@ fn check_feature(sae: &Sae, i: usize) -> Result<()> {
     Ok(())
 }
 
-/// The rows a call touches (`None` = all `n`), as an owned list.
-pub(crate) fn selected_rows(rows: Option<&[usize]>, n: usize) -> Vec<usize> {
-    rows.map_or_else(|| (0..n).collect(), <[usize]>::to_vec)
+/// The rows a steering call edits, copied out of `x`: a backend computes on
+/// [`Selection::rows`] and [`Selection::commit`]s them back, so `x` changes only when
+/// the whole call succeeded and every edited value is finite.
+pub(crate) struct Selection {
+    rows: Vec<usize>,
+    data: Vec<f32>,
+    d: usize,
+}
+
+impl Selection {
+    /// Check the call ([`validate_edits`]) and copy the selected rows (`None` =
+    /// all); `None` when there is nothing to do.
+    pub(crate) fn take(
+        sae: &Sae,
+        x: &[f32],
+        edits: &[Edit],
+        rows: Option<&[usize]>,
+    ) -> Result<Option<Self>> {
+        let n = validate_edits(sae, x, edits, rows)?;
+        if n == 0 || edits.is_empty() {
+            return Ok(None);
+        }
+        let rows = rows.map_or_else(|| (0..n).collect(), <[usize]>::to_vec);
+        let d = sae.d_in();
+        Ok(Some(Selection {
+            data: gather_rows(x, d, &rows),
+            rows,
+            d,
+        }))
+    }
+
+    /// The selected rows, `[m, d_in]`.
+    pub(crate) fn rows(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Write the edited rows back into `x`, unless one overflowed.
+    pub(crate) fn commit(self, x: &mut [f32]) -> Result<()> {
+        check_finite_output("steered activations", &self.data, self.d)?;
+        scatter_rows(x, self.d, &self.rows, &self.data);
+        Ok(())
+    }
 }
 
 /// Copy the selected rows of `x` (`[n, d]`) into a new `[rows.len(), d]` buffer.

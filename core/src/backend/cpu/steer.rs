@@ -5,8 +5,7 @@ use super::CpuBackend;
 use super::encode::encode_dense;
 use super::solve;
 use crate::backend::edits::{
-    activations_from_codes, apply_with, check_finite_output, check_row_feature, gather_rows,
-    reads_activation, scatter_rows, selected_rows, validate_edits,
+    Selection, activations_from_codes, apply_with, check_row_feature, reads_activation,
 };
 use crate::backend::preprocess;
 use crate::error::Result;
@@ -77,18 +76,15 @@ pub(super) fn steer(
     rows: Option<&[usize]>,
     source: &FeatureSource,
 ) -> Result<()> {
-    let d = sae.d_in();
-    let n = validate_edits(sae, x, edits, rows)?;
-    if n == 0 || edits.is_empty() {
+    let Some(mut sel) = Selection::take(sae, x, edits, rows)? else {
         return Ok(());
-    }
-    let rows = selected_rows(rows, n);
-    let mut sel = gather_rows(x, d, &rows);
+    };
+    let d = sae.d_in();
     // The activations every edit reads, from the unedited rows.
     let acts = match source {
         FeatureSource::Encoder => {
-            let mut acts = Vec::with_capacity(rows.len() * edits.len());
-            for row in sel.chunks_exact(d) {
+            let mut acts = Vec::new();
+            for row in sel.rows().chunks_exact(d) {
                 for e in edits {
                     acts.push(match reads_activation(e) {
                         // validate_edits checked the rows and the features.
@@ -101,11 +97,9 @@ pub(super) fn steer(
         }
         // One batched solve over the selected rows.
         FeatureSource::Solver(p) => {
-            activations_from_codes(&solve::solve(cpu, sae, &sel, p)?.0, edits)
+            activations_from_codes(&solve::solve(cpu, sae, sel.rows(), p)?.0, edits)
         }
     };
-    apply_with(sae, &mut sel, edits, &acts);
-    check_finite_output("steered activations", &sel, d)?;
-    scatter_rows(x, d, &rows, &sel);
-    Ok(())
+    apply_with(sae, sel.rows(), edits, &acts);
+    sel.commit(x)
 }

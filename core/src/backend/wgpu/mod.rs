@@ -34,8 +34,7 @@ use std::task::{Context, Poll, Waker};
 use saeplug_shaders::Kernel;
 
 use crate::backend::edits::{
-    activations_from_codes, activations_from_dense, apply_with, check_finite_output, gather_rows,
-    scatter_rows, selected_rows, validate_edits,
+    Selection, activations_from_codes, activations_from_dense, apply_with, check_finite_output,
 };
 use crate::backend::{Backend, Denorm, SparseCodes, check_denorm, check_len, preprocess, rows_of};
 use crate::error::{Error, Result};
@@ -661,33 +660,28 @@ impl Backend for WgpuBackend {
         rows: Option<&[usize]>,
         source: &FeatureSource,
     ) -> Result<()> {
-        let d = sae.d_in();
-        let n = validate_edits(sae, x, edits, rows)?;
-        if n == 0 || edits.is_empty() {
+        let Some(mut sel) = Selection::take(sae, x, edits, rows)? else {
             return Ok(());
-        }
-        let rows = selected_rows(rows, n);
-        let mut sel = gather_rows(x, d, &rows);
+        };
+        let rows = sel.rows();
         match source {
             FeatureSource::Encoder if Self::kernels_steer(sae, edits) => {
                 let g = self.gpu_sae(sae)?;
-                let done = self.call(|c| self.steer_rows(c, sae, &g, &sel, edits, None))?;
-                sel.copy_from_slice(done.host());
+                let done = self.call(|c| self.steer_rows(c, sae, &g, rows, edits, None))?;
+                rows.copy_from_slice(done.host());
             }
             FeatureSource::Encoder => {
                 let ds = sae.d_sae();
-                let mut f = vec![0.0f32; sel.len() / d * ds];
-                self.encode(sae, &sel, &mut f)?;
-                apply_with(sae, &mut sel, edits, &activations_from_dense(&f, ds, edits));
+                let mut f = vec![0.0f32; rows.len() / sae.d_in() * ds];
+                self.encode(sae, rows, &mut f)?;
+                apply_with(sae, rows, edits, &activations_from_dense(&f, ds, edits));
             }
             FeatureSource::Solver(p) => {
-                let (codes, _) = self.solve_rows(sae, &sel, p)?;
-                apply_with(sae, &mut sel, edits, &activations_from_codes(&codes, edits));
+                let (codes, _) = self.solve_rows(sae, rows, p)?;
+                apply_with(sae, rows, edits, &activations_from_codes(&codes, edits));
             }
         }
-        check_finite_output("steered activations", &sel, d)?;
-        scatter_rows(x, d, &rows, &sel);
-        Ok(())
+        sel.commit(x)
     }
 
     fn solve(&self, sae: &Sae, x: &[f32], p: &SolverParams) -> Result<(SparseCodes, SolveInfo)> {
