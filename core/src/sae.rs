@@ -34,6 +34,15 @@ pub(crate) enum EncLayout {
     SaeByIn,
 }
 
+/// Where a weight tensor holds NaN or Inf.
+#[derive(Debug)]
+struct NonFiniteWeight {
+    tensor: String,
+    shape: Vec<usize>,
+    index: usize,
+    value: f32,
+}
+
 /// A loaded sparse autoencoder. Cheap to share across threads (`Send + Sync`);
 /// all compute entry points take `&Sae`.
 ///
@@ -64,8 +73,8 @@ pub struct Sae {
     pub(crate) path: Option<PathBuf>,
     dec_norms: OnceLock<Vec<f32>>,
     exp_r_mag: OnceLock<Vec<f32>>,
-    /// First non-finite weight (tensor name, shape, flat index, value), found on first use.
-    non_finite: OnceLock<Option<(String, Vec<usize>, usize, f32)>>,
+    /// First non-finite weight, found on first use.
+    non_finite: OnceLock<Option<NonFiniteWeight>>,
     id: u64,
 }
 
@@ -399,12 +408,22 @@ impl Sae {
         let found = self.non_finite.get_or_init(|| {
             self.w.tensors().find_map(|t| {
                 let v = t.as_slice();
-                first_non_finite(v).map(|i| (t.name().to_string(), t.shape().to_vec(), i, v[i]))
+                first_non_finite(v).map(|i| NonFiniteWeight {
+                    tensor: t.name().to_string(),
+                    shape: t.shape().to_vec(),
+                    index: i,
+                    value: v[i],
+                })
             })
         });
         match found {
             None => Ok(()),
-            Some((name, shape, i, v)) => {
+            Some(NonFiniteWeight {
+                tensor: name,
+                shape,
+                index: i,
+                value: v,
+            }) => {
                 let at = if shape.len() == 2 && shape[1] > 0 {
                     format!(" (row {}, column {})", i / shape[1], i % shape[1])
                 } else {
