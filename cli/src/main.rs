@@ -87,8 +87,9 @@ impl From<SolverKind> for Solver {
     }
 }
 
+/// An SAE and the activations to run through it.
 #[derive(Args, Debug)]
-struct EncodeArgs {
+struct SaeInput {
     /// SAE folder or file.
     path: PathBuf,
     /// Activations [n, d_in]: .npy or .safetensors.
@@ -97,6 +98,20 @@ struct EncodeArgs {
     /// Tensor to read from a .safetensors input holding several.
     #[arg(long)]
     tensor: Option<String>,
+}
+
+impl SaeInput {
+    /// Both paths are what they should be (checked before any work).
+    fn check(&self) -> std::result::Result<(), String> {
+        check::sae_path(&self.path)?;
+        check::input_file(&self.input)
+    }
+}
+
+#[derive(Args, Debug)]
+struct EncodeArgs {
+    #[command(flatten)]
+    io: SaeInput,
     /// Output file: .npy (feature_acts) or .safetensors (feature_acts and recon).
     #[arg(long)]
     output: PathBuf,
@@ -130,14 +145,8 @@ enum ReplaceKind {
 
 #[derive(Args, Debug)]
 struct SteerArgs {
-    /// SAE folder or file.
-    path: PathBuf,
-    /// Activations [n, d_in]: .npy or .safetensors.
-    #[arg(long)]
-    input: PathBuf,
-    /// Tensor to read from a .safetensors input holding several.
-    #[arg(long)]
-    tensor: Option<String>,
+    #[command(flatten)]
+    io: SaeInput,
     /// Output .npy file.
     #[arg(long)]
     output: PathBuf,
@@ -282,13 +291,11 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
         Command::Demo | Command::Bench(_) => Ok(()),
         Command::Inspect { path } => sae_path(path),
         Command::Encode(a) => {
-            sae_path(&a.path)?;
-            input_file(&a.input)?;
+            a.io.check()?;
             output_file(&a.output)
         }
         Command::Steer(a) => {
-            sae_path(&a.path)?;
-            input_file(&a.input)?;
+            a.io.check()?;
             output_file(&a.output)
         }
         Command::ExportCvec(a) => {
@@ -404,7 +411,7 @@ fn solver_params(solver: SolverKind, k: usize) -> SolverParams {
 }
 
 fn encode(a: EncodeArgs) -> Result<()> {
-    let sae = Sae::open(&a.path)?;
+    let sae = Sae::open(&a.io.path)?;
     let params = a.solver.map(|s| {
         let mut p = solver_params(s, a.k);
         p.nonnegative = !a.signed;
@@ -416,7 +423,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
     }
     let engine = Engine::new(&a.compute)?;
     let backend = engine.backend();
-    let (x, _) = read_rows(&sae, &a.input, a.tensor.as_deref())?;
+    let (x, _) = read_rows(&sae, &a.io.input, a.io.tensor.as_deref())?;
     let (d, ds) = (sae.d_in(), sae.d_sae());
     let n = x.len() / d;
     let mut f = zeros(size(n, ds)?)?;
@@ -619,7 +626,7 @@ fn decompose(a: DecomposeArgs) -> Result<()> {
 
 fn steer(a: SteerArgs) -> Result<()> {
     use saeplug::hook::{Hook, Replace};
-    let sae = Arc::new(Sae::open(&a.path)?);
+    let sae = Arc::new(Sae::open(&a.io.path)?);
     let specs = a.clamp.iter().chain(&a.scale).chain(&a.add);
     check::features_in_range(
         &sae,
@@ -653,7 +660,7 @@ fn steer(a: SteerArgs) -> Result<()> {
         hook.source = FeatureSource::Solver(p);
     }
     let engine = Engine::new(&a.compute)?;
-    let (mut x, shape) = read_rows(&sae, &a.input, a.tensor.as_deref())?;
+    let (mut x, shape) = read_rows(&sae, &a.io.input, a.io.tensor.as_deref())?;
     let before = x.clone();
     hook.apply(engine.backend(), &mut x, 0)?;
     write_npy(&a.output, &shape, &x)?;
