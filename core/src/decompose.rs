@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::backend::{Backend, rows_of};
+use crate::backend::{Backend, CodeScale, rows_of};
 use crate::error::{Error, Result};
 use crate::params::SolverParams;
 use crate::sae::Sae;
@@ -34,7 +34,8 @@ use crate::sae::Sae;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Decomposition {
-    /// (feature, coefficient), strongest |coefficient| first.
+    /// (feature, coefficient of its decoder row `d_i`, as `recompose` and
+    /// `Edit::AddFeature` take it), strongest |coefficient| first.
     pub features: Vec<(usize, f32)>,
     /// `sum c_i d_i`.
     pub recomposed: Vec<f32>,
@@ -137,12 +138,14 @@ pub fn decompose_vector(
         .collect();
     let (codes, _) = backend.solve(sae, &x, p)?;
     let (idx, val) = codes.row(0);
+    // Codes are in SAE units; a decomposition names coefficients of decoder rows.
+    let scale = CodeScale::of(sae);
     Ok(finish(
         sae,
         v,
         idx.iter()
-            .map(|&i| i as usize)
-            .zip(val.iter().copied())
+            .zip(val)
+            .map(|(&i, &c)| (i as usize, scale.coef_of(i as usize, c)))
             .collect(),
     ))
 }
@@ -191,11 +194,12 @@ pub fn decompose_actadd(
             v[j] += (a[j] - b[j]) / p as f32;
         }
     }
+    let scale = CodeScale::of(sae);
     let features = c
         .iter()
         .enumerate()
         .filter(|(_, x)| **x != 0.0)
-        .map(|(i, x)| (i, *x as f32))
+        .map(|(i, x)| (i, scale.coef_of(i, *x as f32)))
         .collect();
     Ok(finish(sae, &v, features))
 }

@@ -137,3 +137,96 @@ fn thread_counts_are_bounded() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert_eq!(CpuBackend::new(usize::MAX).threads(), max);
 }
+
+#[test]
+fn decompositions_are_decoder_coefficients_for_every_architecture() {
+    use saeplug::decompose::{decompose_actadd, decompose_vector, recompose};
+    use saeplug::solve::{Solver, SolverParams};
+    // A top-k SAE whose codes are rescaled by decoder norms (SAELens): its codes are
+    // a_i * ||d_i||, but a decomposition names the coefficients of d_i, the unit
+    // that `recompose` and `Edit::AddFeature` use.
+    let topk = with_scaled_decoder(&sae_with(Architecture::TopK {
+        k: 6,
+        order: saeplug::TopKOrder::TopKThenRelu,
+        rescale_by_decoder_norm: true,
+    }));
+    let norms: Vec<f32> = topk
+        .weights()
+        .w_dec
+        .as_slice()
+        .chunks_exact(24)
+        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .collect();
+    assert!(
+        (norms[7] - 1.0).abs() > 0.5,
+        "the test needs non-unit decoder rows"
+    );
+    let cpu = CpuBackend::new(1);
+    for sae in [
+        &topk,
+        &with_scaled_decoder(&sae_with(Architecture::Standard)),
+    ] {
+        let v = recompose(sae, &[(7, 1.5), (40, -0.5)]);
+        let mut p = SolverParams::new(Solver::OrthogonalMatchingPursuit, 4);
+        p.nonnegative = false;
+        let dec = decompose_vector(&cpu, sae, &v, &p).expect("decompose");
+        let c7 = dec
+            .features
+            .iter()
+            .find(|(i, _)| *i == 7)
+            .expect("feature 7")
+            .1;
+        assert!((c7 - 1.5).abs() < 1e-3, "coefficient of d_7: {c7}");
+        assert!(dec.cosine > 0.9999 && dec.rel_error < 1e-3, "{dec:?}");
+    }
+    // ActAdd: f(h+) - f(h-) converted to decoder coefficients, so the recomposition
+    // of a difference of two reconstructions is that difference.
+    let mut rng = Rng::new(4);
+    let (hp, hm) = (rng.normal_vec(24, 1.0), rng.normal_vec(24, 1.0));
+    let dec = decompose_actadd(&cpu, &topk, &hp, &hm).expect("actadd");
+    let (mut fp, mut fm) = (vec![0.0; 96], vec![0.0; 96]);
+    cpu.encode(&topk, &hp, &mut fp).expect("encode");
+    cpu.encode(&topk, &hm, &mut fm).expect("encode");
+    let (mut rp, mut rm) = (vec![0.0; 24], vec![0.0; 24]);
+    cpu.decode(&topk, &fp, &[], &mut rp).expect("decode");
+    cpu.decode(&topk, &fm, &[], &mut rm).expect("decode");
+    for j in 0..24 {
+        let want = rp[j] - rm[j];
+        assert!(
+            (dec.recomposed[j] - want).abs() < 1e-3,
+            "dim {j}: {} vs {want}",
+            dec.recomposed[j]
+        );
+    }
+}
+
+fn sae_with(arch: Architecture) -> saeplug::Sae {
+    random_sae(24, 96, arch, 8).expect("synthetic SAE")
+}
+
+/// The same SAE with decoder row i scaled by 0.5 + (i mod 4): non-unit rows.
+fn with_scaled_decoder(sae: &saeplug::Sae) -> saeplug::Sae {
+    use saeplug::SaeWeights;
+    use saeplug::weights::Tensor;
+    let w = sae.weights();
+    let d = sae.d_in();
+    let copy = |t: &Tensor| Tensor::owned(t.name(), t.shape().to_vec(), t.as_slice().to_vec());
+    let w_dec: Vec<f32> = w
+        .w_dec
+        .as_slice()
+        .chunks_exact(d)
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().map(move |v| v * (0.5 + (i % 4) as f32)))
+        .collect();
+    let weights = SaeWeights {
+        w_enc: copy(&w.w_enc).expect("tensor"),
+        w_enc_transposed: w.w_enc_transposed,
+        b_enc: copy(&w.b_enc).expect("tensor"),
+        w_dec: Tensor::owned("W_dec", w.w_dec.shape().to_vec(), w_dec).expect("tensor"),
+        b_dec: copy(&w.b_dec).expect("tensor"),
+        threshold: None,
+        r_mag: None,
+        b_mag: None,
+    };
+    saeplug::Sae::from_parts(sae.config().clone(), weights).expect("SAE")
+}
