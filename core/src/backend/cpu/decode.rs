@@ -34,7 +34,7 @@ pub(super) fn decode_dense(
         rs: d,
         cs: 1,
     };
-    sgemm_col_blocks(a, w, out, cpu.threads)?;
+    sgemm_col_blocks(a, w, out, cpu)?;
     let b = sae.weights().b_dec.as_slice();
     for row in out.chunks_exact_mut(d) {
         row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
@@ -57,7 +57,7 @@ pub(super) fn decode_sparse(
     let wd = sae.weights().w_dec.as_slice();
     let b = sae.weights().b_dec.as_slice();
     let scale = CodeScale::of(sae);
-    par_rows(out, d, cpu.threads, |first, rows| {
+    par_rows(cpu, out, d, |first, rows| {
         for (j, row) in rows.chunks_exact_mut(d).enumerate() {
             row.copy_from_slice(b);
             let (idx, val) = codes.row(first + j);
@@ -69,7 +69,7 @@ pub(super) fn decode_sparse(
                 }
             }
         }
-    })?;
+    });
     apply_denorm(out, d, &codes.denorm);
     check_finite_output("decoded activations", out, d)
 }

@@ -29,7 +29,7 @@ pub(crate) fn encoder_gemm(cpu: &CpuBackend, sae: &Sae, xc: &[f32], pre: &mut [f
         rs,
         cs,
     };
-    sgemm_col_blocks(a, b, pre, cpu.threads)
+    sgemm_col_blocks(a, b, pre, cpu)
 }
 
 /// Turn one row of `xc @ W_enc` into dense activations, in place.
@@ -153,12 +153,12 @@ pub(super) fn encode_dense(
     let ds = sae.d_sae();
     // Warm the lazily computed tables before threads race to them.
     let _ = (CodeScale::of(sae), sae.exp_r_mag());
-    par_rows(out, ds, cpu.threads, |_, rows| {
+    par_rows(cpu, out, ds, |_, rows| {
         let mut scratch = Vec::new();
         for row in rows.chunks_exact_mut(ds) {
             activate_row(sae, row, &mut scratch);
         }
-    })?;
+    });
     check_finite_output("encoded features", out, ds)?;
     Ok(denorm)
 }

@@ -1,5 +1,6 @@
 //! The single call into the `gemm` crate, behind a bounds-checked safe wrapper.
 
+use super::CpuBackend;
 use crate::error::{Error, Result};
 
 /// A strided read-only matrix: element (r, c) is `data[r * rs + c * cs]`.
@@ -128,11 +129,13 @@ pub(crate) fn sgemm_col_blocks(
     a: MatRef<'_>,
     b: MatRef<'_>,
     c: &mut [f32],
-    threads: usize,
+    cpu: &CpuBackend,
 ) -> Result<()> {
     let (m, n) = (a.rows, b.cols);
+    let threads = cpu.threads();
     if threads <= 1 || n < 2 * COL_BLOCK || m == 0 {
-        return sgemm(a, b, c, false, threads);
+        // gemm parallelises with rayon: on this backend's workers.
+        return cpu.install(|| sgemm(a, b, c, false, threads));
     }
     if c.len() != m * n {
         return Err(Error::invalid(format!(
@@ -154,11 +157,13 @@ pub(crate) fn sgemm_col_blocks(
     for (j, blk) in blocks.chunks_mut(m * cb).enumerate() {
         per_thread[j % threads].push((j, blk));
     }
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let mut handles = Vec::with_capacity(threads);
-        for list in per_thread {
-            let spawned = std::thread::Builder::new().spawn_scoped(s, move || -> Result<()> {
-                for (j, blk) in list {
+    let mut results: Vec<Result<()>> = (0..threads).map(|_| Ok(())).collect();
+    let jobs = per_thread
+        .into_iter()
+        .zip(results.iter_mut())
+        .map(|(list, slot)| {
+            move || {
+                *slot = list.into_iter().try_for_each(|(j, blk)| {
                     let j0 = j * cb;
                     let w = blk.len() / m;
                     let sub = MatRef {
@@ -169,31 +174,15 @@ pub(crate) fn sgemm_col_blocks(
                         cs: b.cs,
                     };
                     if small {
-                        axpy_block(a, sub, blk)?;
+                        axpy_block(a, sub, blk)
                     } else {
-                        sgemm(a, sub, blk, false, 1)?;
+                        sgemm(a, sub, blk, false, 1)
                     }
-                }
-                Ok(())
-            });
-            match spawned {
-                Ok(h) => handles.push(h),
-                Err(e) => {
-                    // Already-spawned workers finish when the scope ends.
-                    return vec![Err(Error::Backend(format!(
-                        "cannot spawn a GEMM worker thread: {e}"
-                    )))];
-                }
+                });
             }
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Backend("GEMM worker panicked".into())))
-            })
-            .collect()
-    });
+        })
+        .collect();
+    cpu.run_all(jobs);
     results.into_iter().collect::<Result<()>>()?;
     for (j, blk) in blocks.chunks(m * cb).enumerate() {
         let (j0, w) = (j * cb, blk.len() / m);

@@ -1,5 +1,6 @@
-//! Multi-threaded CPU backend: GEMM from the `gemm` crate, per-row activations on
-//! scoped threads.
+//! Multi-threaded CPU backend: GEMM from the `gemm` crate, per-row activations,
+//! all on one pool of worker threads per backend (started once, shared by its
+//! clones, sized by the backend's bounded thread count).
 //!
 //! ```
 //! # fn main() -> saeplug::Result<()> {
@@ -19,6 +20,8 @@ pub(crate) mod encode;
 pub(crate) mod gemm;
 mod solve;
 mod steer;
+
+use std::sync::Arc;
 
 use crate::backend::{Backend, Denorm, SparseCodes};
 use crate::error::{Error, Result};
@@ -49,6 +52,9 @@ pub const MAX_THREADS: usize = 256;
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     threads: usize,
+    /// The workers every call of this backend (and its clones) runs on: one pool
+    /// of `threads` threads, started once; `None` for one thread.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for CpuBackend {
@@ -65,18 +71,44 @@ impl CpuBackend {
     /// assert!(saeplug::CpuBackend::new(0).threads() >= 1); // 0 = all cores
     /// ```
     pub fn new(threads: usize) -> Self {
+        // Workers that cannot be started leave the work on the calling thread;
+        // `try_new` reports it instead.
+        Self::start(threads.min(MAX_THREADS)).unwrap_or_else(|_| Self::single_thread())
+    }
+
+    /// Start the worker pool for `threads` threads (0 = all cores).
+    fn start(threads: usize) -> Result<Self> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             threads
-        };
+        }
+        .min(MAX_THREADS);
+        if threads <= 1 {
+            return Ok(Self::single_thread());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("saeplug-cpu-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::Backend(format!("cannot start {threads} CPU worker threads: {e}"))
+            })?;
+        Ok(CpuBackend {
+            threads,
+            pool: Some(Arc::new(pool)),
+        })
+    }
+
+    fn single_thread() -> Self {
         CpuBackend {
-            threads: threads.min(MAX_THREADS),
+            threads: 1,
+            pool: None,
         }
     }
 
-    /// Like [`CpuBackend::new`], but a count above [`MAX_THREADS`] is an error
-    /// instead of being clamped.
+    /// Like [`CpuBackend::new`], but a count above [`MAX_THREADS`], or workers
+    /// that cannot be started, are an error instead of being clamped.
     ///
     /// ```
     /// assert_eq!(saeplug::CpuBackend::try_new(2).unwrap().threads(), 2);
@@ -88,12 +120,33 @@ impl CpuBackend {
                 "{threads} threads requested; the CPU backend uses at most {MAX_THREADS}"
             )));
         }
-        Ok(Self::new(threads))
+        Self::start(threads)
     }
 
     /// A one-thread backend for work too small to split.
     fn single(&self) -> Self {
-        CpuBackend { threads: 1 }
+        Self::single_thread()
+    }
+
+    /// Run `f` with this backend's pool as the current rayon pool (so a library
+    /// that parallelises with rayon, such as `gemm`, uses these workers).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Run `jobs` on the workers and wait for all of them (inline without a pool).
+    pub(crate) fn run_all<J: FnOnce() + Send>(&self, jobs: Vec<J>) {
+        match &self.pool {
+            Some(p) => p.scope(|s| {
+                for j in jobs {
+                    s.spawn(move |_| j());
+                }
+            }),
+            None => jobs.into_iter().for_each(|j| j()),
+        }
     }
 
     /// Threads used.
@@ -107,36 +160,27 @@ impl CpuBackend {
     }
 }
 
-/// Run `f(first_row, rows)` over `data` split into blocks of whole rows, on up to
-/// `threads` scoped threads (inline when the work is small). A thread that cannot
-/// be spawned is an error, not a panic.
+/// Run `f(first_row, rows)` over `data` split into blocks of whole rows, on the
+/// backend's workers (inline when the work is small).
 pub(crate) fn par_rows<T: Send>(
+    cpu: &CpuBackend,
     data: &mut [T],
     row_len: usize,
-    threads: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
-) -> Result<()> {
+) {
     let n_rows = data.len().checked_div(row_len).unwrap_or(0);
-    if threads <= 1 || n_rows <= 1 || data.len() < 1 << 15 {
+    if cpu.threads <= 1 || n_rows <= 1 || data.len() < 1 << 15 {
         f(0, data);
-        return Ok(());
+        return;
     }
-    let per = n_rows.div_ceil(threads.min(n_rows));
-    std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for (i, chunk) in data.chunks_mut(per * row_len).enumerate() {
-            let f = &f;
-            let h = std::thread::Builder::new()
-                .spawn_scoped(s, move || f(i * per, chunk))
-                .map_err(|e| Error::Backend(format!("cannot spawn a CPU worker thread: {e}")))?;
-            handles.push(h);
-        }
-        for h in handles {
-            h.join()
-                .map_err(|_| Error::Backend("CPU worker thread panicked".into()))?;
-        }
-        Ok(())
-    })
+    let per = n_rows.div_ceil(cpu.threads.min(n_rows));
+    let f = &f;
+    let jobs = data
+        .chunks_mut(per * row_len)
+        .enumerate()
+        .map(|(i, chunk)| move || f(i * per, chunk))
+        .collect();
+    cpu.run_all(jobs);
 }
 
 impl Backend for CpuBackend {
@@ -177,5 +221,42 @@ impl Backend for CpuBackend {
 
     fn feature_activation(&self, sae: &Sae, x: &[f32], i: usize) -> Result<f32> {
         steer::feature_activation(self, sae, x, i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuBackend;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    #[test]
+    fn every_call_runs_on_the_backends_own_bounded_pool() {
+        let cpu = CpuBackend::new(2);
+        let clone = cpu.clone();
+        let names = Mutex::new(BTreeSet::new());
+        for backend in [&cpu, &clone] {
+            let jobs: Vec<_> = (0..64)
+                .map(|_| {
+                    || {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        let name = std::thread::current().name().map(str::to_string);
+                        names.lock().expect("lock").insert(name);
+                    }
+                })
+                .collect();
+            backend.run_all(jobs);
+        }
+        // Clones share one pool of exactly two named workers.
+        let names = names.into_inner().expect("lock");
+        let want: BTreeSet<_> = ["saeplug-cpu-0", "saeplug-cpu-1"]
+            .into_iter()
+            .map(|n| Some(n.to_string()))
+            .collect();
+        assert_eq!(names, want);
+        // rayon users (gemm) see the backend's pool, not the global one.
+        assert_eq!(cpu.install(rayon::current_num_threads), 2);
+        assert_eq!(CpuBackend::new(1).install(|| 7), 7);
+        assert!(CpuBackend::new(1).pool.is_none());
     }
 }

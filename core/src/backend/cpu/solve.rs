@@ -33,7 +33,7 @@ pub(super) fn solve(
             rs: d,
             cs: 1,
         };
-        sgemm_col_blocks(a, wt, q, cpu.threads())?;
+        sgemm_col_blocks(a, wt, q, cpu)?;
         batch.step();
     }
     Ok(batch.finish())
