@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use saeplug_shaders as sh;
 
+use super::workspace::Call;
 use super::{GpuSae, Params, WgpuBackend};
 use crate::backend::ito::{Batch, assemble, centred_targets};
 use crate::backend::{SparseCodes, rows_of};
@@ -108,21 +109,7 @@ impl WgpuBackend {
                     ..base
                 };
                 for _ in 0..k {
-                    for (c0, cw, wbuf) in dec_t.iter() {
-                        let pc = Params {
-                            n_cols: *cw as u32,
-                            ld_out: ds as u32,
-                            col_offset: *c0 as u32,
-                            ld_lhs: d as u32,
-                            ..base
-                        };
-                        c.dispatch(
-                            &sh::ITO_CORRELATE,
-                            &pc,
-                            &[&rbuf, wbuf, &qbuf],
-                            self.groups_gemm(rows, *cw)?,
-                        );
-                    }
+                    self.record_correlate(c, dec_t, base, ds, &rbuf, &qbuf)?;
                     c.dispatch(
                         &sh::ITO_SELECT,
                         &base,
@@ -203,6 +190,36 @@ impl WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// Record `Q = R W_dec^T` for the `base.n_rows` residual rows of length
+    /// `base.k_dim` in `rbuf` into `qbuf` (`[rows, ds]`): one `ito_correlate`
+    /// dispatch per W_dec^T column chunk, the rest of `base` passed through.
+    fn record_correlate(
+        &self,
+        c: &mut Call<'_>,
+        dec_t: &DecT,
+        base: Params,
+        ds: usize,
+        rbuf: &wgpu::Buffer,
+        qbuf: &wgpu::Buffer,
+    ) -> Result<()> {
+        for (c0, cw, wbuf) in dec_t {
+            let pc = Params {
+                n_cols: *cw as u32,
+                ld_out: ds as u32,
+                col_offset: *c0 as u32,
+                ld_lhs: base.k_dim,
+                ..base
+            };
+            c.dispatch(
+                &sh::ITO_CORRELATE,
+                &pc,
+                &[rbuf, wbuf, qbuf],
+                self.groups_gemm(base.n_rows as usize, *cw)?,
+            );
+        }
+        Ok(())
+    }
+
     /// `Q = R W_dec^T` for residual rows `resid` (`[n, d_in]`) into `q` (`[n, d_sae]`),
     /// written only when the whole product succeeded.
     fn correlate(&self, sae: &Sae, dec_t: &DecT, resid: &[f32], q: &mut [f32]) -> Result<()> {
@@ -216,23 +233,12 @@ impl WgpuBackend {
                 let rows = per.min(n - r0);
                 let rbuf = c.upload("residual", &resid[r0 * d..(r0 + rows) * d]);
                 let qbuf = c.zeroed("correlations", rows * ds);
-                for (c0, cw, wbuf) in dec_t.iter() {
-                    let pc = Params {
-                        n_rows: rows as u32,
-                        k_dim: d as u32,
-                        n_cols: *cw as u32,
-                        ld_out: ds as u32,
-                        col_offset: *c0 as u32,
-                        ld_lhs: d as u32,
-                        ..Default::default()
-                    };
-                    c.dispatch(
-                        &sh::ITO_CORRELATE,
-                        &pc,
-                        &[&rbuf, wbuf, &qbuf],
-                        self.groups_gemm(rows, *cw)?,
-                    );
-                }
+                let base = Params {
+                    n_rows: rows as u32,
+                    k_dim: d as u32,
+                    ..Default::default()
+                };
+                self.record_correlate(c, dec_t, base, ds, &rbuf, &qbuf)?;
                 c.submit_read(&[(&qbuf, rows * ds, r0 * ds)])?;
             }
             Ok(())
