@@ -10,16 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                            \
-    do {                                                            \
-        if (!(cond)) {                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);    \
-            fprintf(stderr, __VA_ARGS__);                           \
-            fprintf(stderr, "\n");                                  \
-            failures++;                                             \
-        }                                                           \
-    } while (0)
+#include "check.h"
 
 int main(int argc, char **argv) {
     char msg[512] = {0};
