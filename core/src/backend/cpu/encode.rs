@@ -28,16 +28,19 @@ fn w_enc_view(sae: &Sae) -> MatRef<'_> {
     }
 }
 
-/// W_enc packed for `isa` (bf16 or f32), made on first use and cached on the SAE.
-pub(crate) fn packed_encoder(
+/// Weight matrix `which` (0: W_enc, 1: W_decᵀ) as `view`, packed for `cpu`'s ISA
+/// (bf16 or f32), made on first use and cached on the SAE.
+pub(crate) fn packed_weights(
     cpu: &CpuBackend,
     sae: &Sae,
-    isa: Isa,
+    which: u64,
+    view: MatRef<'_>,
     bf16: bool,
 ) -> Result<std::sync::Arc<PackedWeights>> {
-    let key = 0x454e_4300_0000_0000 | ((isa as u64) << 1) | bf16 as u64;
+    let isa: Isa = cpu.isa();
+    let key = 0x5041_434b_0000_0000 | (which << 8) | ((isa as u64) << 1) | bf16 as u64;
     sae.derived(key, || {
-        let p = cpu.install(|| PackedB::new(w_enc_view(sae), isa, bf16))?;
+        let p = cpu.install(|| PackedB::new(view, isa, bf16))?;
         let bytes = p.bytes();
         Ok((PackedWeights(p), bytes))
     })
@@ -63,7 +66,8 @@ fn encoder_gemm(
     match cpu.weight_storage() {
         WeightStorage::ZeroCopy => sgemm_epilogue(cpu, a, w_enc_view(sae), pre, epilogue),
         s => {
-            let p = packed_encoder(cpu, sae, cpu.isa(), s == WeightStorage::PackedBf16)?;
+            let bf16 = s == WeightStorage::PackedBf16;
+            let p = packed_weights(cpu, sae, 0, w_enc_view(sae), bf16)?;
             sgemm_packed(cpu, a, &p.0, pre, epilogue)
         }
     }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::Sae;
 
-pub use kernel::{ISA_ENV, Isa, WeightStorage};
+pub use kernel::{ISA_ENV, Isa, WeightStorage, roofline};
 
 /// The most worker threads a CPU backend uses. Larger requests are refused by
 /// [`CpuBackend::try_new`] and clamped by [`CpuBackend::new`].
@@ -198,7 +198,7 @@ impl CpuBackend {
     }
 
     /// Run `f` with this backend's pool as the current rayon pool (so a library
-    /// that parallelises with rayon, such as `gemm`, uses these workers).
+    /// that parallelises with rayon, such as the GEMM driver, uses these workers).
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(p) => p.install(f),
@@ -329,7 +329,7 @@ mod tests {
             .map(|n| Some(n.to_string()))
             .collect();
         assert_eq!(names, want);
-        // rayon users (gemm) see the backend's pool, not the global one.
+        // rayon users (the GEMM driver) see the backend's pool, not the global one.
         assert_eq!(cpu.install(rayon::current_num_threads), 2);
         assert_eq!(CpuBackend::new(1).install(|| 7), 7);
         assert!(CpuBackend::new(1).pool.is_none());

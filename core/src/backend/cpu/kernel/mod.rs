@@ -24,6 +24,7 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
+pub mod roofline;
 
 use crate::error::{Error, Result};
 
@@ -271,29 +272,35 @@ impl PackedB {
             .and_then(|v| v.checked_mul(k))
             .ok_or_else(|| Error::invalid("packed weights too large"))?;
         use rayon::prelude::*;
-        let fill = |p: usize, out: &mut dyn FnMut(usize, f32)| {
+        // Panel p, KC rows at a time, through the same slice packer the GEMM uses
+        // (it reads transposed operands column by column).
+        let fill = |p: usize, panel: &mut [f32]| {
             let j0 = p * nr;
             let w = nr.min(n - j0);
-            for r in 0..k {
-                for j in 0..w {
-                    out(r * nr + j, b.at(r, j0 + j));
-                }
+            for (s, dst) in panel.chunks_mut(KC * nr).enumerate() {
+                let p0 = s * KC;
+                pack_b_slice(b, p0, dst.len() / nr, j0, w, nr, dst);
             }
         };
         let data = if bf16 {
             let mut v = vec![0u16; len];
             if k > 0 {
                 v.par_chunks_mut(k * nr).enumerate().for_each(|(p, panel)| {
-                    fill(p, &mut |i, x| panel[i] = bf16_bits(x));
+                    let mut f = vec![0f32; k * nr];
+                    fill(p, &mut f);
+                    panel
+                        .iter_mut()
+                        .zip(&f)
+                        .for_each(|(d, x)| *d = bf16_bits(*x));
                 });
             }
             PanelData::Bf16(v)
         } else {
             let mut v = vec![0f32; len];
             if k > 0 {
-                v.par_chunks_mut(k * nr).enumerate().for_each(|(p, panel)| {
-                    fill(p, &mut |i, x| panel[i] = x);
-                });
+                v.par_chunks_mut(k * nr)
+                    .enumerate()
+                    .for_each(|(p, panel)| fill(p, panel));
             }
             PanelData::F32(v)
         };
@@ -347,6 +354,11 @@ pub(crate) type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 const KC: usize = 256;
 /// Bytes of packed `a` a thread keeps hot (L2) while it streams its `b` panels.
 const A_BLOCK_BYTES: usize = 768 * 1024;
+/// Up to this many rows, a row-major `b` read in place is streamed row by row
+/// ([`gemv_rows`]) instead of being packed slice by slice.
+const GEMV_ROWS: usize = 4;
+/// Bytes of `c` a thread keeps hot (L2) across `k` slices in the slice-outer order.
+const C_BLOCK_BYTES: usize = 512 * 1024;
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -426,21 +438,103 @@ pub(crate) fn gemm(
         accumulate,
         epilogue,
     };
-    // Pack `a` once per call (shared by every thread): blocks of rows sized to L2.
-    let packed_a = pack_a(&ctx);
+    if let BOperand::Strided(bs) = b
+        && m <= GEMV_ROWS
+        && bs.cs == 1
+    {
+        return gemv_rows(a, bs, c, accumulate, threads, epilogue);
+    }
+    // Two loop orders. Panel-outer: a block of rows of `a` over the whole `k`
+    // stays in L2 while each `b` panel streams once per block and each `c` tile
+    // stays in L1 across the `k` slices (short `k`: encoders). Slice-outer: for
+    // long `k` (decoders) such a block would hold too few rows and `b` would
+    // stream once per handful of rows, so `k` is cut into slices outermost and the
+    // block of `c` each thread owns stays in L2 across them.
+    let mr = isa.mr();
+    let full_k_rows = A_BLOCK_BYTES / (4 * k);
+    let cols = panels.div_ceil(threads) * nr;
+    let (order, rows_per_block) = if full_k_rows >= m.min(64) {
+        (Order::PanelOuter, full_k_rows.max(mr) / mr * mr)
+    } else {
+        let rows = (C_BLOCK_BYTES / (4 * cols)).clamp(mr, m.max(mr));
+        (Order::SliceOuter, rows / mr * mr)
+    };
+    // Pack `a` once per call (shared by every thread).
+    let packed_a = pack_a(&ctx, rows_per_block);
     let out = SharedOut(c.as_mut_ptr());
     if threads == 1 {
-        return run_panels(&ctx, &packed_a, out, 0..panels);
+        return run_panels(&ctx, &packed_a, out, 0..panels, order);
     }
     let mut results: Vec<Result<()>> = (0..threads).map(|_| Ok(())).collect();
     let (ctx, packed_a) = (&ctx, &packed_a);
     rayon::scope(|s| {
         for (t, slot) in results.iter_mut().enumerate() {
             let range = panels * t / threads..panels * (t + 1) / threads;
-            s.spawn(move |_| *slot = run_panels(ctx, packed_a, out, range));
+            s.spawn(move |_| *slot = run_panels(ctx, packed_a, out, range, order));
         }
     });
     results.into_iter().collect()
+}
+
+/// The loop order of [`run_panels`] (see [`gemm`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    PanelOuter,
+    SliceOuter,
+}
+
+/// `c = (accumulate ? c : 0) + a @ b` for a few rows of `a` and a row-major `b`
+/// read in place: each thread owns a range of columns and streams the rows of `b`
+/// over it once (bandwidth-bound: one pass over `b`, no packing).
+fn gemv_rows(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    accumulate: bool,
+    threads: usize,
+    epilogue: Option<Epilogue<'_>>,
+) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let per = n.div_ceil(threads.max(1)).next_multiple_of(16);
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(per)
+        .map(|j0| (j0, per.min(n - j0)))
+        .collect();
+    let mut parts: Vec<Vec<f32>> = ranges.iter().map(|(_, w)| vec![0f32; m * w]).collect();
+    let work = |(j0, w): (usize, usize), part: &mut [f32]| {
+        for p in 0..k {
+            let brow = &b.data[p * b.rs + j0..p * b.rs + j0 + w];
+            for (r, crow) in part.chunks_exact_mut(w).enumerate() {
+                let s = a.at(r, p);
+                if s != 0.0 {
+                    crow.iter_mut().zip(brow).for_each(|(o, v)| *o += s * v);
+                }
+            }
+        }
+    };
+    if ranges.len() == 1 {
+        work(ranges[0], &mut parts[0]);
+    } else {
+        rayon::scope(|sc| {
+            for (range, part) in ranges.iter().zip(parts.iter_mut()) {
+                sc.spawn(move |_| work(*range, part));
+            }
+        });
+    }
+    for ((j0, w), part) in ranges.iter().zip(&parts) {
+        for (r, src) in part.chunks_exact(*w).enumerate() {
+            let dst = &mut c[r * n + j0..r * n + j0 + w];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+            if let Some(e) = epilogue {
+                e(*j0, dst);
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Ctx<'a> {
@@ -479,9 +573,9 @@ fn split_rows(rows: usize, mr: usize) -> Vec<usize> {
     out
 }
 
-fn pack_a(ctx: &Ctx<'_>) -> PackedA {
-    let (m, k, mr) = (ctx.m, ctx.k, ctx.isa.mr());
-    let rows_per_block = (A_BLOCK_BYTES / (4 * k)).max(mr) / mr * mr;
+fn pack_a(ctx: &Ctx<'_>, rows_per_block: usize) -> PackedA {
+    let (m, k) = (ctx.m, ctx.k);
+    let mr = ctx.isa.mr();
     let mut data = vec![0f32; m * k];
     let mut blocks = Vec::new();
     let mut off = 0;
@@ -514,6 +608,7 @@ fn run_panels(
     pa: &PackedA,
     out: SharedOut,
     range: std::ops::Range<usize>,
+    order: Order,
 ) -> Result<()> {
     let (isa, n, k) = (ctx.isa, ctx.n, ctx.k);
     let nr = isa.nr();
@@ -523,29 +618,28 @@ fn run_panels(
         BOperand::Packed(_) => Vec::new(),
     };
     let mut tile = vec![0f32; isa.mr() * nr];
+    let slices: Vec<usize> = (0..k).step_by(KC).collect();
+    let pairs: Vec<(usize, usize)> = match order {
+        Order::PanelOuter => range
+            .clone()
+            .flat_map(|p| slices.iter().map(move |&p0| (p, p0)))
+            .collect(),
+        Order::SliceOuter => slices
+            .iter()
+            .flat_map(|&p0| range.clone().map(move |p| (p, p0)))
+            .collect(),
+    };
     for (_, _, panels) in &pa.blocks {
-        for p in range.clone() {
+        for &(p, p0) in &pairs {
             let j0 = p * nr;
             let w = nr.min(n - j0);
-            let mut p0 = 0;
-            while p0 < k {
+            {
                 let kc = KC.min(k - p0);
                 let first = p0 == 0;
                 let last = p0 + kc == k;
                 let bslice = match ctx.b {
                     BOperand::Strided(b) => {
-                        for r in 0..kc {
-                            let dst = &mut bbuf[r * nr..(r + 1) * nr];
-                            if b.cs == 1 {
-                                let s = (p0 + r) * b.rs + j0;
-                                dst[..w].copy_from_slice(&b.data[s..s + w]);
-                            } else {
-                                for (j, d) in dst[..w].iter_mut().enumerate() {
-                                    *d = b.at(p0 + r, j0 + j);
-                                }
-                            }
-                            dst[w..].fill(0.0);
-                        }
+                        pack_b_slice(b, p0, kc, j0, w, nr, &mut bbuf);
                         BSlice::F32(&bbuf[..kc * nr])
                     }
                     BOperand::Packed(pb) => {
@@ -582,11 +676,47 @@ fn run_panels(
                         unsafe { finish_rows(out, n, r, h, j0, w, epilogue) };
                     }
                 }
-                p0 += kc;
             }
         }
     }
     Ok(())
+}
+
+/// Copy rows p0..p0+kc, columns j0..j0+w of `b` into `dst` as `[kc][nr]`,
+/// zero-padded past `w`.
+fn pack_b_slice(
+    b: MatRef<'_>,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    if b.cs == 1 {
+        for (r, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            let s = (p0 + r) * b.rs + j0;
+            row[..w].copy_from_slice(&b.data[s..s + w]);
+            row[w..].fill(0.0);
+        }
+    } else if b.rs == 1 {
+        // A transposed operand: each column is contiguous in memory; read it
+        // in order and scatter it down the slice.
+        dst[..kc * nr].fill(0.0);
+        for j in 0..w {
+            let s = (j0 + j) * b.cs + p0;
+            for (r, v) in b.data[s..s + kc].iter().enumerate() {
+                dst[r * nr + j] = *v;
+            }
+        }
+    } else {
+        for (r, row) in dst.chunks_exact_mut(nr).take(kc).enumerate() {
+            for (j, d) in row[..w].iter_mut().enumerate() {
+                *d = b.at(p0 + r, j0 + j);
+            }
+            row[w..].fill(0.0);
+        }
+    }
 }
 
 /// Add or store an `h x w` tile (row stride `nr`) into `c` at (r, j0).
@@ -714,6 +844,8 @@ mod tests {
                 (9, 256, 96),
                 (13, 5, 200),
                 (64, 130, 333),
+                // Long k: the slice-outer loop order.
+                (70, 4000, 100),
             ] {
                 let av = data(m * k, 1);
                 let bv = data(k * n, 2);
