@@ -243,26 +243,35 @@ impl Sae {
         Self::from_loaded(crate::format::load(path.as_ref())?)
     }
 
-    /// The derived copy stored under `key`, made by `make` on first use (callers
-    /// racing for it wait for one `make`). Backends keep packed weights here so that
-    /// they are freed with the SAE.
+    /// The derived copy stored under `key`, made by `make` on first use. `make`
+    /// runs without any lock held (it may run on a thread pool whose workers pick
+    /// up other calls on this SAE meanwhile); callers racing for the same key may
+    /// each make a copy, and the first one stored is the one every caller gets.
+    /// Backends keep packed weights here so that they are freed with the SAE.
     pub(crate) fn derived<T: std::any::Any + Send + Sync>(
         &self,
         key: u64,
         make: impl FnOnce() -> Result<(T, usize)>,
     ) -> Result<Arc<T>> {
-        let mut slots = self
-            .derived
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(t) = slots
-            .iter()
-            .find(|s| s.key == key)
-            .and_then(|s| Arc::clone(&s.value).downcast::<T>().ok())
-        {
+        let lookup = |slots: &Vec<DerivedSlot>| {
+            slots
+                .iter()
+                .find(|s| s.key == key)
+                .and_then(|s| Arc::clone(&s.value).downcast::<T>().ok())
+        };
+        let lock = || {
+            self.derived
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(t) = lookup(&lock()) {
             return Ok(t);
         }
         let (t, bytes) = make()?;
+        let mut slots = lock();
+        if let Some(first) = lookup(&slots) {
+            return Ok(first);
+        }
         let t = Arc::new(t);
         slots.retain(|s| s.key != key);
         slots.push(DerivedSlot {
