@@ -359,6 +359,8 @@ const A_BLOCK_BYTES: usize = 768 * 1024;
 const GEMV_ROWS: usize = 4;
 /// Bytes of `c` a thread keeps hot (L2) across `k` slices in the slice-outer order.
 const C_BLOCK_BYTES: usize = 512 * 1024;
+/// Largest strided `b` (elements) packed whole for one call (256 MiB of f32).
+const WHOLE_B_MAX: usize = 64 << 20;
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -459,6 +461,17 @@ pub(crate) fn gemm(
         let rows = (C_BLOCK_BYTES / (4 * cols)).clamp(mr, m.max(mr));
         (Order::SliceOuter, rows / mr * mr)
     };
+    // A strided `b` met by several row blocks would be repacked once per block:
+    // pack it whole, once, instead (training's products: thousands of rows).
+    let whole_b;
+    let mut ctx = ctx;
+    if let BOperand::Strided(bs) = b
+        && m > rows_per_block
+        && k.saturating_mul(n) <= WHOLE_B_MAX
+    {
+        whole_b = PackedB::new(bs, isa, false)?;
+        ctx.b = BOperand::Packed(&whole_b);
+    }
     // Pack `a` once per call (shared by every thread).
     let packed_a = pack_a(&ctx, rows_per_block);
     let out = SharedOut(c.as_mut_ptr());
@@ -846,6 +859,8 @@ mod tests {
                 (64, 130, 333),
                 // Long k: the slice-outer loop order.
                 (70, 4000, 100),
+                // Several row blocks: a strided b packed whole once.
+                (700, 300, 50),
             ] {
                 let av = data(m * k, 1);
                 let bv = data(k * n, 2);
