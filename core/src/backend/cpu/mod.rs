@@ -20,6 +20,7 @@ pub(crate) mod encode;
 pub(crate) mod gemm;
 mod solve;
 mod steer;
+pub(crate) mod train;
 
 use std::sync::Arc;
 
