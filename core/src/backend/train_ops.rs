@@ -69,8 +69,14 @@ pub trait TrainOps: Sync {
     /// saeplug::CpuBackend::new(1).affine_t(&[2.0], &[3.0, 4.0], &[1.0, 0.0], 1, &mut out).unwrap();
     /// assert_eq!(out, [7.0, 8.0]);
     /// ```
-    fn affine_t(&self, x: &[f32], w_t: &[f32], bias: &[f32], d: usize, out: &mut [f32])
-    -> Result<()>;
+    fn affine_t(
+        &self,
+        x: &[f32],
+        w_t: &[f32],
+        bias: &[f32],
+        d: usize,
+        out: &mut [f32],
+    ) -> Result<()>;
 
     /// `out[r, :] += Σ values[e] · mat[indices[e], :]` over the entries `e` of row
     /// `r` of `codes`; `mat` and `out` have rows of length `d`. A sparse decode, and
@@ -144,9 +150,11 @@ pub(crate) fn check_sparse(codes: &SparseCodes, mat: &[f32], d: usize) -> Result
         && o.last() == Some(&codes.indices.len())
         && codes.values.len() == codes.indices.len()
         && d > 0
-        && mat.len() % d == 0;
+        && mat.len().is_multiple_of(d);
     if !ok {
-        return Err(Error::invalid("internal sparse training operand is malformed"));
+        return Err(Error::invalid(
+            "internal sparse training operand is malformed",
+        ));
     }
     let n_mat = mat.len() / d;
     if codes.indices.iter().any(|&i| i as usize >= n_mat) {

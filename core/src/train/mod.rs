@@ -205,14 +205,20 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(m));
         if self.d_in == 0 || self.d_sae == 0 {
-            return bad(format!("d_in {} and d_sae {} must be positive", self.d_in, self.d_sae));
+            return bad(format!(
+                "d_in {} and d_sae {} must be positive",
+                self.d_in, self.d_sae
+            ));
         }
         if self.d_sae > u32::MAX as usize || self.d_in.checked_mul(self.d_sae).is_none() {
             return bad(format!("d_sae {} is too large", self.d_sae));
         }
         if matches!(self.arch, Arch::TopK | Arch::BatchTopK) && (self.k == 0 || self.k > self.d_sae)
         {
-            return bad(format!("k {} must be in 1..=d_sae ({})", self.k, self.d_sae));
+            return bad(format!(
+                "k {} must be in 1..=d_sae ({})",
+                self.k, self.d_sae
+            ));
         }
         if !self.matryoshka.is_empty() {
             if !matches!(self.arch, Arch::TopK | Arch::BatchTopK) {
@@ -233,16 +239,24 @@ impl TrainConfig {
         if self.batch_size == 0 || self.batch_size > u32::MAX as usize {
             return bad(format!("batch size {} is out of range", self.batch_size));
         }
-        let finite_pos = [self.lr, self.bandwidth, self.init_threshold, self.decoder_init_norm];
+        let finite_pos = [
+            self.lr,
+            self.bandwidth,
+            self.init_threshold,
+            self.decoder_init_norm,
+        ];
         if finite_pos.iter().any(|v| !v.is_finite() || *v <= 0.0) {
-            return bad("lr, bandwidth, init threshold and decoder init norm must be positive".into());
+            return bad(
+                "lr, bandwidth, init threshold and decoder init norm must be positive".into(),
+            );
         }
         let nonneg = [self.l1_coeff, self.aux_coeff, self.clip_norm, self.adam_eps];
         if nonneg.iter().any(|v| !v.is_finite() || *v < 0.0) {
             return bad("coefficients must be finite and non-negative".into());
         }
         let frac = [self.warmup_frac, self.decay_frac, self.beta1, self.beta2];
-        if frac.iter().any(|v| !(0.0..1.0).contains(v)) || self.warmup_frac + self.decay_frac > 1.0 {
+        if frac.iter().any(|v| !(0.0..1.0).contains(v)) || self.warmup_frac + self.decay_frac > 1.0
+        {
             return bad("warm-up/decay fractions and Adam betas must be in [0, 1)".into());
         }
         Ok(())
@@ -298,7 +312,7 @@ impl TrainConfig {
 
     /// λ at step `t` (from 0): linear warm-up over the first `warmup_frac` of steps.
     pub(crate) fn lambda_at(&self, t: u64) -> f32 {
-        let warm = (self.warmup_frac as f64 * self.total_steps as f64).ceil() as u64;
+        let warm = (f64::from(self.warmup_frac) * self.total_steps as f64).round() as u64;
         if warm == 0 {
             self.l1_coeff
         } else {
@@ -308,7 +322,7 @@ impl TrainConfig {
 
     /// lr at step `t`: linear decay to 0 over the last `decay_frac` of steps.
     pub(crate) fn lr_at(&self, t: u64) -> f32 {
-        let decay = (self.decay_frac as f64 * self.total_steps as f64).floor() as u64;
+        let decay = (f64::from(self.decay_frac) * self.total_steps as f64).round() as u64;
         let start = self.total_steps.saturating_sub(decay);
         if decay == 0 || t < start {
             self.lr
@@ -387,7 +401,9 @@ impl Trainer {
         cfg.validate()?;
         let (d, ds) = (cfg.d_in, cfg.d_sae);
         let mut rng = Rng::new(cfg.seed);
-        let mut w_dec: Vec<f32> = (0..d * ds).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
+        let mut w_dec: Vec<f32> = (0..d * ds)
+            .map(|_| (2.0 * rng.uniform() - 1.0) as f32)
+            .collect();
         for row in w_dec.chunks_exact_mut(d) {
             let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v *= cfg.decoder_init_norm / n);
@@ -488,7 +504,7 @@ impl Trainer {
 
     fn scaled(&self, x: &[f32]) -> Result<Vec<f32>> {
         let d = self.cfg.d_in;
-        if x.is_empty() || x.len() % d != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(d) {
             return Err(Error::invalid(format!(
                 "a batch of {} values is not a whole number of rows of d_in {d}",
                 x.len()
@@ -635,7 +651,11 @@ impl Trainer {
                 vec![ds, d],
                 self.p.w_dec.iter().map(|v| v / s).collect(),
             )?,
-            b_dec: Tensor::owned("b_dec", vec![d], self.p.b_dec.iter().map(|v| v / s).collect())?,
+            b_dec: Tensor::owned(
+                "b_dec",
+                vec![d],
+                self.p.b_dec.iter().map(|v| v / s).collect(),
+            )?,
             threshold: threshold
                 .map(|t| Tensor::owned("threshold", vec![ds], t))
                 .transpose()?,
@@ -793,7 +813,8 @@ impl Trainer {
         t.step = num("step")?;
         t.scale = bits("scale_bits")?;
         t.topk_threshold = bits("topk_threshold_bits")?;
-        let sf: Value = serde_json::from_str(get("since_fired")?).map_err(|_| bad("since_fired"))?;
+        let sf: Value =
+            serde_json::from_str(get("since_fired")?).map_err(|_| bad("since_fired"))?;
         t.since_fired = sf
             .as_array()
             .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())

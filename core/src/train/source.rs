@@ -60,8 +60,10 @@ pub trait ActivationSource {
 /// ```
 pub fn cycle_rows(src: &dyn ActivationSource, first: u64, out: &mut [f32]) -> Result<()> {
     let (d, n) = (src.d_in(), src.n_rows());
-    if d == 0 || n == 0 || out.len() % d != 0 {
-        return Err(Error::invalid("cannot cycle over an empty activation source"));
+    if d == 0 || n == 0 || !out.len().is_multiple_of(d) {
+        return Err(Error::invalid(
+            "cannot cycle over an empty activation source",
+        ));
     }
     let mut row = (first % n as u64) as usize;
     let mut rest = out;
@@ -100,7 +102,7 @@ impl MatrixSource {
     /// assert!(saeplug::train::MatrixSource::new(vec![0.0; 5], 2).is_err()); // not whole rows
     /// ```
     pub fn new(data: Vec<f32>, d_in: usize) -> Result<Self> {
-        if d_in == 0 || data.is_empty() || data.len() % d_in != 0 {
+        if d_in == 0 || data.is_empty() || !data.len().is_multiple_of(d_in) {
             return Err(Error::invalid(format!(
                 "{} values are not a positive whole number of rows of width {d_in}",
                 data.len()
@@ -129,7 +131,9 @@ impl MatrixSource {
             let name = match tensor {
                 Some(t) => t.to_string(),
                 None if st.tensors.contains_key("acts") => "acts".into(),
-                None if st.tensors.len() == 1 => st.tensors.keys().next().cloned().unwrap_or_default(),
+                None if st.tensors.len() == 1 => {
+                    st.tensors.keys().next().cloned().unwrap_or_default()
+                }
                 None => {
                     return Err(Error::format(
                         path,
@@ -181,7 +185,7 @@ impl ActivationSource for MatrixSource {
         let a = start.checked_mul(self.d_in);
         let z = a.and_then(|a| a.checked_add(out.len()));
         match (a, z) {
-            (Some(a), Some(z)) if z <= self.data.as_slice().len() && out.len() % self.d_in == 0 => {
+            (Some(a), Some(z)) if z <= self.data.as_slice().len() && out.len().is_multiple_of(self.d_in) => {
                 out.copy_from_slice(&self.data.as_slice()[a..z]);
                 Ok(())
             }

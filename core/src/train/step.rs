@@ -67,13 +67,13 @@ pub(crate) struct Pass {
     pub(crate) min_kept: Option<f32>,
 }
 
+/// Decoder-gradient contributions (batch row, latent, coefficient) and the
+/// `[B, d_in]` vectors they scale.
+type DecTerm = (Vec<(u32, u32, f32)>, Vec<f32>);
+
 /// Row `r`'s `k` largest of `h` among `cand` (ties: lower index first), ascending by index.
 fn top_k(h: &[f32], cand: &mut Vec<u32>, k: usize) {
-    let cmp = |a: &u32, b: &u32| {
-        h[*b as usize]
-            .total_cmp(&h[*a as usize])
-            .then(a.cmp(b))
-    };
+    let cmp = |a: &u32, b: &u32| h[*b as usize].total_cmp(&h[*a as usize]).then(a.cmp(b));
     if k == 0 {
         cand.clear();
     } else if cand.len() > k {
@@ -254,7 +254,9 @@ pub(crate) fn forward_backward(
     pass.mse = sse / nb as f64;
     let mut mean = vec![0.0f64; d];
     for row in xs.chunks_exact(d) {
-        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += f64::from(x));
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, &x)| *m += f64::from(x));
     }
     mean.iter_mut().for_each(|m| *m /= nb as f64);
     let var: f64 = xs
@@ -273,7 +275,7 @@ pub(crate) fn forward_backward(
     ops.row_dots(&act_c, &p.w_dec, &gx, d, &mut gf)?;
     add_col_sums(&mut g.b_dec, &gx, d);
     // Decoder terms: (entries by latent, the residual-gradient vectors they scale).
-    let mut dec_terms: Vec<(Vec<(u32, u32, f32)>, Vec<f32>)> = Vec::new();
+    let mut dec_terms: Vec<DecTerm> = Vec::new();
     let act_entries = |filter: &dyn Fn(u32) -> bool| -> Vec<(u32, u32, f32)> {
         let mut v = Vec::new();
         for (b, a) in act.iter().enumerate() {
@@ -311,7 +313,10 @@ pub(crate) fn forward_backward(
             for i in 0..ds {
                 if fsum[i] != 0.0 && norms[i] > 0.0 {
                     let c = lambda * fsum[i] / bf / norms[i];
-                    let (w, gw) = (&p.w_dec[i * d..(i + 1) * d], &mut g.w_dec[i * d..(i + 1) * d]);
+                    let (w, gw) = (
+                        &p.w_dec[i * d..(i + 1) * d],
+                        &mut g.w_dec[i * d..(i + 1) * d],
+                    );
                     gw.iter_mut().zip(w).for_each(|(g, w)| *g += c * w);
                 }
             }
@@ -381,7 +386,19 @@ pub(crate) fn forward_backward(
             }
             let n_dead = dead.iter().filter(|x| **x).count();
             if cfg.aux_coeff > 0.0 && n_dead > 0 {
-                pass.aux += auxk(ops, cfg, p, dead, n_dead, &h, xs, &xhat, &mut g, &mut enc, &mut dec_terms)?;
+                pass.aux += auxk(
+                    ops,
+                    cfg,
+                    p,
+                    dead,
+                    n_dead,
+                    &h,
+                    xs,
+                    &xhat,
+                    &mut g,
+                    &mut enc,
+                    &mut dec_terms,
+                )?;
             }
         }
     }
@@ -436,7 +453,7 @@ fn auxk(
     xhat: &[f32],
     g: &mut Params,
     enc: &mut Vec<(u32, u32, f32)>,
-    dec_terms: &mut Vec<(Vec<(u32, u32, f32)>, Vec<f32>)>,
+    dec_terms: &mut Vec<DecTerm>,
 ) -> Result<f64> {
     let (d, ds) = (cfg.d_in, cfg.d_sae);
     let nb = xs.len() / d;
@@ -499,7 +516,7 @@ fn ghost(
     d: usize,
     ds: usize,
     enc: &mut Vec<(u32, u32, f32)>,
-    dec_terms: &mut Vec<(Vec<(u32, u32, f32)>, Vec<f32>)>,
+    dec_terms: &mut Vec<DecTerm>,
 ) -> Result<f64> {
     let nb = xs.len() / d;
     let dead_ids: Vec<u32> = (0..ds as u32).filter(|&i| dead[i as usize]).collect();
@@ -528,8 +545,8 @@ fn ghost(
         loss += f64::from(w) * f64::from(mg);
         // ∂L/∂g_b = s · (2w/B) · (s·g_b − r_b)
         let c2 = s * 2.0 * w / nb as f32;
-        for j in 0..d {
-            gb[j] = c2 * (s * gb[j] - r(j));
+        for (j, v) in gb.iter_mut().enumerate() {
+            *v = c2 * (s * *v - r(j));
         }
     }
     let mut dots = vec![0.0f32; c.indices.len()];

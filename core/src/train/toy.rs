@@ -50,9 +50,13 @@ impl ToyModel {
         for row in features.chunks_exact_mut(d_in.max(1)) {
             let v: Vec<f64> = (0..d_in).map(|_| rng.normal()).collect();
             let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-            row.iter_mut().zip(&v).for_each(|(r, x)| *r = (x / n) as f32);
+            row.iter_mut()
+                .zip(&v)
+                .for_each(|(r, x)| *r = (x / n) as f32);
         }
-        let raw: Vec<f64> = (0..n_features).map(|i| ((i + 1) as f64).powf(-0.5)).collect();
+        let raw: Vec<f64> = (0..n_features)
+            .map(|i| ((i + 1) as f64).powf(-0.5))
+            .collect();
         let total: f64 = raw.iter().sum();
         let freq = raw
             .iter()
@@ -135,7 +139,12 @@ impl ToyModel {
         let d = self.d_in;
         let learned: Vec<(&[f32], f64)> = w_dec
             .chunks_exact(d.max(1))
-            .map(|r| (r, r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt()))
+            .map(|r| {
+                (
+                    r,
+                    r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt(),
+                )
+            })
             .filter(|(_, n)| *n > 0.0)
             .collect();
         let n_true = self.features.len() / d.max(1);

@@ -23,14 +23,14 @@ impl TrainOps for CpuBackend {
         out: &mut [f32],
     ) -> Result<()> {
         let n = bias.len();
-        if d == 0 || n == 0 || x.len() % d != 0 || w_t.len() != n * d {
-            return Err(Error::invalid(
-                "internal affine_t operand shapes disagree",
-            ));
+        if d == 0 || n == 0 || !x.len().is_multiple_of(d) || w_t.len() != n * d {
+            return Err(Error::invalid("internal affine_t operand shapes disagree"));
         }
         let rows = x.len() / d;
         if out.len() != rows * n {
-            return Err(Error::invalid("internal affine_t output has the wrong size"));
+            return Err(Error::invalid(
+                "internal affine_t output has the wrong size",
+            ));
         }
         let a = MatRef {
             data: x,
@@ -56,7 +56,13 @@ impl TrainOps for CpuBackend {
         Ok(())
     }
 
-    fn gather_add(&self, codes: &SparseCodes, mat: &[f32], d: usize, out: &mut [f32]) -> Result<()> {
+    fn gather_add(
+        &self,
+        codes: &SparseCodes,
+        mat: &[f32],
+        d: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         check_sparse(codes, mat, d)?;
         if out.len() != codes.n_rows() * d {
             return Err(Error::invalid("internal gather output has the wrong size"));
@@ -194,7 +200,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
@@ -279,6 +287,9 @@ mod tests {
         let want: f64 = big.iter().map(|&v| f64::from(v).powi(2)).sum();
         let got = CpuBackend::new(3).sum_squares(&big);
         assert!((got - want).abs() < 1e-9 * want);
-        assert_eq!(got.to_bits(), CpuBackend::new(1).sum_squares(&big).to_bits());
+        assert_eq!(
+            got.to_bits(),
+            CpuBackend::new(1).sum_squares(&big).to_bits()
+        );
     }
 }
