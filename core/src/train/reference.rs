@@ -3,7 +3,10 @@
 //! (so finite differences see the same function the analytic gradient
 //! differentiates), analytic gradients, and one full step (clip + Adam).
 
-#![allow(clippy::needless_range_loop, reason = "index loops written like the maths")]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "index loops written like the maths"
+)]
 
 use super::{Arch, TrainConfig};
 

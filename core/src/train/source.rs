@@ -185,7 +185,9 @@ impl ActivationSource for MatrixSource {
         let a = start.checked_mul(self.d_in);
         let z = a.and_then(|a| a.checked_add(out.len()));
         match (a, z) {
-            (Some(a), Some(z)) if z <= self.data.as_slice().len() && out.len().is_multiple_of(self.d_in) => {
+            (Some(a), Some(z))
+                if z <= self.data.as_slice().len() && out.len().is_multiple_of(self.d_in) =>
+            {
                 out.copy_from_slice(&self.data.as_slice()[a..z]);
                 Ok(())
             }

@@ -1,7 +1,10 @@
 //! Training maths against the f64 oracle (train/reference.rs) and finite
 //! differences; determinism and resume.
 
-#![allow(clippy::needless_range_loop, reason = "index loops written like the maths")]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "index loops written like the maths"
+)]
 
 use super::reference::{self, P64};
 use super::step::Params;
