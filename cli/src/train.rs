@@ -209,10 +209,13 @@ fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     write_atomic(path, s.as_bytes())
 }
 
+/// A plotted metric: its name and how to read it from a row.
+type Panel = (&'static str, fn(&Row) -> f64);
+
 /// Four panels (loss, FVU, L0, dead fraction against tokens) as a plain SVG.
 fn write_svg(path: &Path, rows: &[Row]) -> Result<()> {
     let (w, h, pad) = (420.0f64, 260.0f64, 40.0f64);
-    let panels: [(&str, fn(&Row) -> f64); 4] = [
+    let panels: [Panel; 4] = [
         ("loss", |r| r.loss),
         ("FVU", |r| r.fvu),
         ("L0", |r| r.l0),
