@@ -131,6 +131,19 @@ pub trait TrainOps: Sync {
         s: &AdamStep,
     ) -> Result<()>;
 
+    /// The `k` largest entries of each row of `h` (`[rows, width]`), ties to the
+    /// lower index, written to `out` (`[rows, k]`) ascending by index.
+    ///
+    /// ```
+    /// use saeplug::backend::train_ops::TrainOps;
+    /// let mut out = [0u32; 4];
+    /// saeplug::CpuBackend::new(1)
+    ///     .top_k_rows(&[0.5, 3.0, -1.0, 3.0, /* row 1 */ 1.0, 0.0, 2.0, 0.0], 4, 2, &mut out)
+    ///     .unwrap();
+    /// assert_eq!(out, [1, 3, 0, 2]);
+    /// ```
+    fn top_k_rows(&self, h: &[f32], width: usize, k: usize, out: &mut [u32]) -> Result<()>;
+
     /// `Σ x²` accumulated in f64 in a fixed order (the global gradient norm).
     ///
     /// ```

@@ -47,7 +47,9 @@ use crate::synthetic::Rng;
 use crate::weights::{SafeTensors, Tensor, write_safetensors};
 
 pub use source::{ActivationSource, MatrixSource, cycle_rows};
-use step::{Params, forward_backward};
+#[cfg(test)]
+use step::forward_backward;
+use step::{Params, forward_backward_into};
 
 /// The architecture trained.
 ///
@@ -382,6 +384,9 @@ pub struct Trainer {
     since_fired: Vec<u64>,
     pub(crate) topk_threshold: f32,
     scale: f32,
+    /// Buffers kept across steps (pre-activations, gradients); not state.
+    scratch_h: Vec<f32>,
+    scratch_g: Params,
 }
 
 impl Trainer {
@@ -421,6 +426,8 @@ impl Trainer {
             log_threshold,
         };
         Ok(Trainer {
+            scratch_h: Vec::new(),
+            scratch_g: Params::zeros_like(&p),
             m: Params::zeros_like(&p),
             v: Params::zeros_like(&p),
             p,
@@ -521,6 +528,7 @@ impl Trainer {
     }
 
     /// Loss and gradients of the batch at the current parameters (no update).
+    #[cfg(test)]
     pub(crate) fn gradients(&self, ops: &dyn TrainOps, x: &[f32]) -> Result<(Params, step::Pass)> {
         let xs = self.scaled(x)?;
         forward_backward(
@@ -548,7 +556,41 @@ impl Trainer {
     /// # Ok(()) }
     /// ```
     pub fn step(&mut self, ops: &dyn TrainOps, x: &[f32]) -> Result<StepStats> {
-        let (g, pass) = self.gradients(ops, x)?;
+        let xs = self.scaled(x)?;
+        let dead = self.dead_mask();
+        let mut g = std::mem::replace(&mut self.scratch_g, Params::zeros_like(&Params::empty()));
+        let mut h = std::mem::take(&mut self.scratch_h);
+        let res = forward_backward_into(
+            ops,
+            &self.cfg,
+            &self.p,
+            &dead,
+            self.cfg.lambda_at(self.step),
+            &xs,
+            &mut h,
+            &mut g,
+        );
+        self.scratch_h = h;
+        let pass = match res {
+            Ok(p) => p,
+            Err(e) => {
+                self.scratch_g = g;
+                return Err(e);
+            }
+        };
+        let out = self.apply(ops, &g, &pass, x.len() / self.cfg.d_in);
+        self.scratch_g = g;
+        out
+    }
+
+    /// Clip, Adam, counters: the update after a pass.
+    fn apply(
+        &mut self,
+        ops: &dyn TrainOps,
+        g: &Params,
+        pass: &step::Pass,
+        rows: usize,
+    ) -> Result<StepStats> {
         let t = self.step;
         let norm = g
             .named()
@@ -587,7 +629,7 @@ impl Trainer {
         {
             ops.adam(p, g, m, v, &s)?;
         }
-        let nb = (x.len() / self.cfg.d_in) as u64;
+        let nb = rows as u64;
         for (s, &f) in self.since_fired.iter_mut().zip(&pass.fired) {
             *s = if f { 0 } else { s.saturating_add(nb) };
         }
@@ -724,22 +766,19 @@ impl Trainer {
                         *v = 0.0
                     }
                 }),
-                Arch::TopK => {
-                    let mut idx: Vec<u32> = (0..ds as u32).collect();
-                    let k = self.cfg.k;
-                    if k < ds {
-                        idx.select_nth_unstable_by(k - 1, |a, b| {
-                            row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b))
-                        });
-                    }
-                    let mut keep = vec![false; ds];
-                    idx[..k].iter().for_each(|&i| keep[i as usize] = true);
-                    for (v, k) in row.iter_mut().zip(keep) {
-                        if !k || *v < 0.0 {
-                            *v = 0.0;
-                        }
-                    }
+                Arch::TopK => {}
+            }
+        }
+        if self.cfg.arch == Arch::TopK {
+            let k = self.cfg.k;
+            let mut sel = vec![0u32; h.len() / ds * k];
+            ops.top_k_rows(&h, ds, k, &mut sel)?;
+            for (row, idx) in h.chunks_exact_mut(ds).zip(sel.chunks_exact(k)) {
+                let mut keep = vec![0.0f32; ds];
+                for &i in idx {
+                    keep[i as usize] = row[i as usize].max(0.0);
                 }
+                row.copy_from_slice(&keep);
             }
         }
         Ok(h)

@@ -20,6 +20,16 @@ pub(crate) struct Params {
 }
 
 impl Params {
+    pub(crate) fn empty() -> Params {
+        Params {
+            w_enc_t: Vec::new(),
+            b_enc: Vec::new(),
+            w_dec: Vec::new(),
+            b_dec: Vec::new(),
+            log_threshold: Vec::new(),
+        }
+    }
+
     pub(crate) fn zeros_like(p: &Params) -> Params {
         Params {
             w_enc_t: vec![0.0; p.w_enc_t.len()],
@@ -138,6 +148,7 @@ fn add_col_sums(acc: &mut [f32], v: &[f32], d: usize) {
 /// Loss and gradients for the scaled batch `xs` ([B, d_in]) with sparsity
 /// coefficient `lambda` (already warmed up), dead latents `dead` and, for
 /// BatchTopK, no state (the threshold only matters at inference).
+#[cfg(test)]
 pub(crate) fn forward_backward(
     ops: &dyn TrainOps,
     cfg: &TrainConfig,
@@ -146,10 +157,34 @@ pub(crate) fn forward_backward(
     lambda: f32,
     xs: &[f32],
 ) -> Result<(Params, Pass)> {
+    let mut g = Params::zeros_like(p);
+    let mut h = Vec::new();
+    let pass = forward_backward_into(ops, cfg, p, dead, lambda, xs, &mut h, &mut g)?;
+    Ok((g, pass))
+}
+
+/// [`forward_backward`] into caller-kept buffers (`h` resized; `g` shaped like `p`,
+/// overwritten), so a training loop does not fault in fresh pages every step.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pass's inputs and its two buffers"
+)]
+pub(crate) fn forward_backward_into(
+    ops: &dyn TrainOps,
+    cfg: &TrainConfig,
+    p: &Params,
+    dead: &[bool],
+    lambda: f32,
+    xs: &[f32],
+    h: &mut Vec<f32>,
+    g: &mut Params,
+) -> Result<Pass> {
     let (d, ds) = (cfg.d_in, cfg.d_sae);
     let nb = xs.len() / d;
     let bf = nb as f32;
-    let mut g = Params::zeros_like(p);
+    for (_, t) in g.named_mut() {
+        t.fill(0.0);
+    }
     let mut pass = Pass {
         fired: vec![false; ds],
         ..Default::default()
@@ -159,14 +194,14 @@ pub(crate) fn forward_backward(
     for row in xc.chunks_exact_mut(d) {
         row.iter_mut().zip(&p.b_dec).for_each(|(x, b)| *x -= b);
     }
-    let mut h = vec![0.0f32; nb * ds];
-    ops.affine_t(&xc, &p.w_enc_t, &p.b_enc, d, &mut h)?;
+    h.resize(nb * ds, 0.0);
+    ops.affine_t(&xc, &p.w_enc_t, &p.b_enc, d, &mut h[..])?;
+    let h: &[f32] = &h[..];
     let hrow = |b: usize| &h[b * ds..(b + 1) * ds];
     let theta: Vec<f32> = p.log_threshold.iter().map(|l| l.exp()).collect();
 
     // Activation: per row (latent, f) for the active latents, ascending.
     let mut act: Vec<Vec<(u32, f32)>> = vec![Vec::new(); nb];
-    let mut cand: Vec<u32> = Vec::with_capacity(ds);
     match cfg.arch {
         Arch::Standard => {
             for (b, a) in act.iter_mut().enumerate() {
@@ -192,13 +227,14 @@ pub(crate) fn forward_backward(
             }
         }
         Arch::TopK => {
+            let k = cfg.k;
+            let mut sel = vec![0u32; nb * k];
+            ops.top_k_rows(h, ds, k, &mut sel)?;
             for (b, a) in act.iter_mut().enumerate() {
                 let hr = hrow(b);
-                cand.clear();
-                cand.extend(0..ds as u32);
-                top_k(hr, &mut cand, cfg.k);
                 a.extend(
-                    cand.iter()
+                    sel[b * k..(b + 1) * k]
+                        .iter()
                         .filter(|&&i| hr[i as usize] > 0.0)
                         .map(|&i| (i, hr[i as usize])),
                 );
@@ -322,7 +358,7 @@ pub(crate) fn forward_backward(
             }
             let n_dead = dead.iter().filter(|x| **x).count();
             if cfg.ghost_grads && n_dead > 0 {
-                pass.aux = ghost(ops, p, dead, &h, xs, &xhat, d, ds, &mut enc, &mut dec_terms)?;
+                pass.aux = ghost(ops, p, dead, h, xs, &xhat, d, ds, &mut enc, &mut dec_terms)?;
             }
         }
         Arch::JumpRelu => {
@@ -392,10 +428,10 @@ pub(crate) fn forward_backward(
                     p,
                     dead,
                     n_dead,
-                    &h,
+                    h,
                     xs,
                     &xhat,
-                    &mut g,
+                    g,
                     &mut enc,
                     &mut dec_terms,
                 )?;
@@ -436,7 +472,7 @@ pub(crate) fn forward_backward(
         .collect();
     ops.gather_add(&csr(&[nz], ds), &p.w_enc_t, d, &mut g.b_dec)?;
     pass.loss = pass.mse + pass.sparsity + pass.aux;
-    Ok((g, pass))
+    Ok(pass)
 }
 
 /// AuxK: the top `min(d_in/2, n_dead)` dead pre-activations (no ReLU) reconstruct

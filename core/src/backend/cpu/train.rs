@@ -159,6 +159,36 @@ impl TrainOps for CpuBackend {
         Ok(())
     }
 
+    fn top_k_rows(&self, h: &[f32], width: usize, k: usize, out: &mut [u32]) -> Result<()> {
+        if width == 0
+            || k == 0
+            || k > width
+            || width > u32::MAX as usize
+            || !h.len().is_multiple_of(width)
+            || out.len() != h.len() / width * k
+        {
+            return Err(Error::invalid(
+                "internal top_k_rows operand shapes disagree",
+            ));
+        }
+        par_rows(self, out, k, |first, block| {
+            let mut cand: Vec<u32> = Vec::with_capacity(width);
+            for (j, o) in block.chunks_exact_mut(k).enumerate() {
+                let row = &h[(first + j) * width..(first + j + 1) * width];
+                cand.clear();
+                cand.extend(0..width as u32);
+                if k < width {
+                    cand.select_nth_unstable_by(k - 1, |a, b| {
+                        row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b))
+                    });
+                }
+                o.copy_from_slice(&cand[..k]);
+                o.sort_unstable();
+            }
+        });
+        Ok(())
+    }
+
     fn sum_squares(&self, x: &[f32]) -> f64 {
         let mut parts = vec![0.0f64; x.len().div_ceil(BLOCK)];
         let jobs: Vec<_> = parts
