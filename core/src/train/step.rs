@@ -241,31 +241,29 @@ pub(crate) fn forward_backward_into(
             }
         }
         Arch::BatchTopK => {
-            // Top k·B of ReLU(h) over the flattened batch; zeros dropped.
-            let mut flat: Vec<u32> = (0..(nb * ds) as u32).collect();
-            let want = (cfg.k * nb).min(flat.len());
-            let cmp = |a: &u32, b: &u32| {
-                let (x, y) = (h[*a as usize].max(0.0), h[*b as usize].max(0.0));
-                y.total_cmp(&x).then(a.cmp(b))
-            };
-            if want == 0 {
-                flat.clear();
-            } else if flat.len() > want {
-                flat.select_nth_unstable_by(want - 1, cmp);
-                flat.truncate(want);
-            }
-            flat.sort_unstable();
-            for &e in &flat {
-                let v = h[e as usize];
-                if v > 0.0 {
-                    act[e as usize / ds].push(((e as usize % ds) as u32, v));
+            // Top k·B of ReLU(h) over the flattened batch (ties to the lower flat
+            // index); zeros dropped. The cut is selected on a copy of the values.
+            let want = (cfg.k * nb).min(nb * ds);
+            let mut vals: Vec<f32> = h.iter().map(|v| v.max(0.0)).collect();
+            let (_, kth, _) = vals.select_nth_unstable_by(want - 1, |a, b| b.total_cmp(a));
+            let kth = *kth;
+            drop(vals);
+            let above = h.iter().filter(|v| v.max(0.0) > kth).count();
+            let mut ties = want - above;
+            let mut min_kept: Option<f32> = None;
+            for (e, &v) in h.iter().enumerate() {
+                let r = v.max(0.0);
+                let take = r > kth
+                    || (r == kth && ties > 0 && {
+                        ties -= 1;
+                        true
+                    });
+                if take && v > 0.0 {
+                    act[e / ds].push(((e % ds) as u32, v));
+                    min_kept = Some(min_kept.map_or(v, |m: f32| m.min(v)));
                 }
             }
-            pass.min_kept = flat
-                .iter()
-                .map(|&e| h[e as usize])
-                .filter(|v| *v > 0.0)
-                .min_by(|a, b| a.total_cmp(b));
+            pass.min_kept = min_kept;
         }
     }
     let act_c = csr(&act, ds);

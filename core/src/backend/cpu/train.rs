@@ -172,18 +172,10 @@ impl TrainOps for CpuBackend {
             ));
         }
         par_rows(self, out, k, |first, block| {
-            let mut cand: Vec<u32> = Vec::with_capacity(width);
+            let mut vals: Vec<f32> = Vec::with_capacity(width);
             for (j, o) in block.chunks_exact_mut(k).enumerate() {
                 let row = &h[(first + j) * width..(first + j + 1) * width];
-                cand.clear();
-                cand.extend(0..width as u32);
-                if k < width {
-                    cand.select_nth_unstable_by(k - 1, |a, b| {
-                        row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b))
-                    });
-                }
-                o.copy_from_slice(&cand[..k]);
-                o.sort_unstable();
+                top_k_row(row, k, &mut vals, o);
             }
         });
         Ok(())
@@ -202,6 +194,37 @@ impl TrainOps for CpuBackend {
             self.run_all(jobs);
         }
         parts.iter().sum()
+    }
+}
+
+/// The `k` largest of `row` (total order; ties to the lower index) into `out`,
+/// ascending by index: the k-th largest value is selected on a copy of the values
+/// (no indirection), then one scan takes everything above it and the lowest-index
+/// entries equal to it.
+fn top_k_row(row: &[f32], k: usize, vals: &mut Vec<f32>, out: &mut [u32]) {
+    vals.clear();
+    vals.extend_from_slice(row);
+    let (_, kth, _) = vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let kth = *kth;
+    let above = row
+        .iter()
+        .filter(|v| v.total_cmp(&kth) == std::cmp::Ordering::Greater)
+        .count();
+    let mut ties = k - above;
+    let mut n = 0;
+    for (i, v) in row.iter().enumerate() {
+        let take = match v.total_cmp(&kth) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                true
+            }
+            _ => false,
+        };
+        if take {
+            out[n] = i as u32;
+            n += 1;
+        }
     }
 }
 
@@ -313,6 +336,20 @@ mod tests {
         };
         let mut o = vec![0.0; d];
         assert!(CpuBackend::new(1).gather_add(&bad, &w, d, &mut o).is_err());
+        // Top-k against a full sort (values with many ties: ties to the lower index).
+        let hv: Vec<f32> = lcg(rows * n, 5).iter().map(|v| (v * 8.0).round()).collect();
+        for k in [1, 7, n] {
+            let mut got = vec![0u32; rows * k];
+            CpuBackend::new(3).top_k_rows(&hv, n, k, &mut got).unwrap();
+            for r in 0..rows {
+                let row = &hv[r * n..(r + 1) * n];
+                let mut idx: Vec<u32> = (0..n as u32).collect();
+                idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+                let mut want = idx[..k].to_vec();
+                want.sort_unstable();
+                assert_eq!(&got[r * k..(r + 1) * k], &want[..], "row {r} k {k}");
+            }
+        }
         let big = lcg(5 * BLOCK + 3, 9);
         let want: f64 = big.iter().map(|&v| f64::from(v).powi(2)).sum();
         let got = CpuBackend::new(3).sum_squares(&big);
