@@ -78,6 +78,30 @@ pub trait TrainOps: Sync {
         out: &mut [f32],
     ) -> Result<()>;
 
+    /// `out[m, n] (+)= op(a) · b`: `b` is `[k, n]`; `a` is `[m, k]`, or `[k, m]` read
+    /// transposed when `a_t`. The dense products of a batch whose codes are not
+    /// sparse (a ReLU SAE early in training).
+    ///
+    /// ```
+    /// use saeplug::backend::train_ops::TrainOps;
+    /// let cpu = saeplug::CpuBackend::new(1);
+    /// let mut out = [0.0; 2];
+    /// // [1, 2] · [[1, 0], [0, 1]] and the same a stored as a column, transposed.
+    /// cpu.matmul(&[1.0, 2.0], 2, false, &[1.0, 0.0, 0.0, 1.0], &mut out, false).unwrap();
+    /// assert_eq!(out, [1.0, 2.0]);
+    /// cpu.matmul(&[1.0, 2.0], 2, true, &[1.0, 0.0, 0.0, 1.0], &mut out, true).unwrap();
+    /// assert_eq!(out, [2.0, 4.0]);
+    /// ```
+    fn matmul(
+        &self,
+        a: &[f32],
+        k: usize,
+        a_t: bool,
+        b: &[f32],
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Result<()>;
+
     /// `out[r, :] += Σ values[e] · mat[indices[e], :]` over the entries `e` of row
     /// `r` of `codes`; `mat` and `out` have rows of length `d`. A sparse decode, and
     /// (with rows = latents and indices = batch rows) a sparse weight gradient.

@@ -387,6 +387,8 @@ pub struct Trainer {
     /// Buffers kept across steps (pre-activations, gradients); not state.
     scratch_h: Vec<f32>,
     scratch_g: Params,
+    /// Tests force the dense or the sparse products (`None`: by density).
+    pub(crate) force_dense: Option<bool>,
 }
 
 impl Trainer {
@@ -428,6 +430,7 @@ impl Trainer {
         Ok(Trainer {
             scratch_h: Vec::new(),
             scratch_g: Params::zeros_like(&p),
+            force_dense: None,
             m: Params::zeros_like(&p),
             v: Params::zeros_like(&p),
             p,
@@ -538,6 +541,7 @@ impl Trainer {
             &self.dead_mask(),
             self.cfg.lambda_at(self.step),
             &xs,
+            self.force_dense,
         )
     }
 
@@ -569,6 +573,7 @@ impl Trainer {
             &xs,
             &mut h,
             &mut g,
+            self.force_dense,
         );
         self.scratch_h = h;
         let pass = match res {

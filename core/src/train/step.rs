@@ -149,6 +149,7 @@ fn add_col_sums(acc: &mut [f32], v: &[f32], d: usize) {
 /// coefficient `lambda` (already warmed up), dead latents `dead` and, for
 /// BatchTopK, no state (the threshold only matters at inference).
 #[cfg(test)]
+#[allow(clippy::too_many_arguments, reason = "test entry point")]
 pub(crate) fn forward_backward(
     ops: &dyn TrainOps,
     cfg: &TrainConfig,
@@ -156,15 +157,18 @@ pub(crate) fn forward_backward(
     dead: &[bool],
     lambda: f32,
     xs: &[f32],
+    dense: Option<bool>,
 ) -> Result<(Params, Pass)> {
     let mut g = Params::zeros_like(p);
     let mut h = Vec::new();
-    let pass = forward_backward_into(ops, cfg, p, dead, lambda, xs, &mut h, &mut g)?;
+    let pass = forward_backward_into(ops, cfg, p, dead, lambda, xs, &mut h, &mut g, dense)?;
     Ok((g, pass))
 }
 
 /// [`forward_backward`] into caller-kept buffers (`h` resized; `g` shaped like `p`,
 /// overwritten), so a training loop does not fault in fresh pages every step.
+/// `dense` forces the dense (GEMM) or sparse (gather) products; `None` picks by
+/// the batch's code density.
 #[allow(
     clippy::too_many_arguments,
     reason = "the pass's inputs and its two buffers"
@@ -178,6 +182,7 @@ pub(crate) fn forward_backward_into(
     xs: &[f32],
     h: &mut Vec<f32>,
     g: &mut Params,
+    dense: Option<bool>,
 ) -> Result<Pass> {
     let (d, ds) = (cfg.d_in, cfg.d_sae);
     let nb = xs.len() / d;
@@ -267,6 +272,17 @@ pub(crate) fn forward_backward_into(
         }
     }
     let act_c = csr(&act, ds);
+    // Codes denser than 1/32 (a ReLU SAE early in training) take dense GEMMs.
+    let dense = dense.unwrap_or(act_c.indices.len() * 32 > nb * ds);
+    let f_dense = dense.then(|| {
+        let mut f = vec![0.0f32; nb * ds];
+        for (b, a) in act.iter().enumerate() {
+            for &(i, v) in a {
+                f[b * ds + i as usize] = v;
+            }
+        }
+        f
+    });
     for &i in &act_c.indices {
         pass.fired[i as usize] = true;
     }
@@ -277,7 +293,10 @@ pub(crate) fn forward_backward_into(
     for row in xhat.chunks_exact_mut(d) {
         row.copy_from_slice(&p.b_dec);
     }
-    ops.gather_add(&act_c, &p.w_dec, d, &mut xhat)?;
+    match &f_dense {
+        Some(f) => ops.matmul(f, ds, false, &p.w_dec, &mut xhat, true)?,
+        None => ops.gather_add(&act_c, &p.w_dec, d, &mut xhat)?,
+    }
     let mut gx = vec![0.0f32; nb * d];
     let mut sse = 0.0f64;
     for ((gv, &xh), &x) in gx.iter_mut().zip(&xhat).zip(xs) {
@@ -306,7 +325,19 @@ pub(crate) fn forward_backward_into(
 
     // Gradient reaching each active latent's f.
     let mut gf = vec![0.0f32; act_c.indices.len()];
-    ops.row_dots(&act_c, &p.w_dec, &gx, d, &mut gf)?;
+    if dense {
+        let mut gd = vec![0.0f32; nb * ds];
+        ops.affine_t(&gx, &p.w_dec, &vec![0.0; ds], d, &mut gd)?;
+        let mut e = 0;
+        for (b, a) in act.iter().enumerate() {
+            for &(i, _) in a {
+                gf[e] = gd[b * ds + i as usize];
+                e += 1;
+            }
+        }
+    } else {
+        ops.row_dots(&act_c, &p.w_dec, &gx, d, &mut gf)?;
+    }
     add_col_sums(&mut g.b_dec, &gx, d);
     // Decoder terms: (entries by latent, the residual-gradient vectors they scale).
     let mut dec_terms: Vec<DecTerm> = Vec::new();
@@ -438,7 +469,10 @@ pub(crate) fn forward_backward_into(
     }
     // The main term's decoder contributions and the active latents' encoder gradients
     // (∂f/∂h = 1 on the active set for every architecture).
-    dec_terms.push((act_entries(&|_| true), gx));
+    match &f_dense {
+        Some(f) => ops.matmul(f, nb, true, &gx, &mut g.w_dec, true)?,
+        None => dec_terms.push((act_entries(&|_| true), gx)),
+    }
     let mut main_enc = Vec::with_capacity(gf.len() + enc.len());
     let mut e = 0;
     for (b, a) in act.iter().enumerate() {
@@ -454,11 +488,22 @@ pub(crate) fn forward_backward_into(
         let c = by_latent(entries, ds);
         ops.gather_add(&c, vecs, d, &mut g.w_dec)?;
     }
-    let c = by_latent(&main_enc, ds);
-    ops.gather_add(&c, &xc, d, &mut g.w_enc_t)?;
-    for i in 0..ds {
-        let (a, z) = (c.row_offsets[i], c.row_offsets[i + 1]);
-        g.b_enc[i] = c.values[a..z].iter().sum();
+    if dense {
+        let mut gh = vec![0.0f32; nb * ds];
+        for &(b, i, v) in &main_enc {
+            gh[b as usize * ds + i as usize] += v;
+        }
+        ops.matmul(&gh, nb, true, &xc, &mut g.w_enc_t, false)?;
+        for row in gh.chunks_exact(ds) {
+            g.b_enc.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+    } else {
+        let c = by_latent(&main_enc, ds);
+        ops.gather_add(&c, &xc, d, &mut g.w_enc_t)?;
+        for i in 0..ds {
+            let (a, z) = (c.row_offsets[i], c.row_offsets[i + 1]);
+            g.b_enc[i] = c.values[a..z].iter().sum();
+        }
     }
     // h depends on b_dec through x − b_dec: −Σ_i db_enc[i] · W_enc^T[i].
     let nz: Vec<(u32, f32)> = g

@@ -133,8 +133,12 @@ fn reference_gradients_match_finite_differences() {
 #[test]
 fn f32_gradients_match_the_f64_reference() {
     let cpu = CpuBackend::new(2);
-    for (name, cfg, dead) in variants() {
-        let (t, x) = setup(&cfg, dead, 12);
+    for ((name, cfg, dead), dense) in variants()
+        .into_iter()
+        .flat_map(|v| [(v.clone(), false), (v, true)])
+    {
+        let (mut t, x) = setup(&cfg, dead, 12);
+        t.force_dense = Some(dense);
         let (g32, pass) = t.gradients(&cpu, &x).unwrap();
         let lambda = f64::from(cfg.lambda_at(0));
         let mask = t.dead_mask();
@@ -150,7 +154,7 @@ fn f32_gradients_match_the_f64_reference() {
             for (e, (x32, x64)) in a.iter().zip(b.iter()).enumerate() {
                 assert!(
                     (f64::from(*x32) - x64).abs() <= 2e-5 * scale,
-                    "{name}: tensor {k} element {e}: f32 {x32} vs f64 {x64}"
+                    "{name} (dense {dense}): tensor {k} element {e}: f32 {x32} vs f64 {x64}"
                 );
             }
         }
@@ -168,10 +172,14 @@ fn training_steps_match_the_f64_reference_steps() {
     // Three steps on different batches (Adam's first step moves each parameter by
     // about lr · sign(g); later steps weigh the gradients against each other).
     let cpu = CpuBackend::new(2);
-    for (name, mut cfg, dead) in variants() {
+    for ((name, mut cfg, dead), dense) in variants()
+        .into_iter()
+        .flat_map(|v| [(v.clone(), false), (v, true)])
+    {
         cfg.total_steps = 3; // warm-up and decay both act
         cfg.decay_frac = 0.4;
         let (mut t, x) = setup(&cfg, dead, 13);
+        t.force_dense = Some(dense);
         t.cfg.total_steps = 3;
         t.cfg.decay_frac = 0.4;
         let mut want = p64(&t.p);
@@ -203,7 +211,7 @@ fn training_steps_match_the_f64_reference_steps() {
                 for (e, (x32, x64)) in a.iter().zip(b.iter()).enumerate() {
                     assert!(
                         (f64::from(*x32) - x64).abs() <= 1e-5,
-                        "{name}: step {s} tensor {k} element {e}: f32 {x32} vs f64 {x64}"
+                        "{name} (dense {dense}): step {s} tensor {k} element {e}: f32 {x32} vs f64 {x64}"
                     );
                 }
             }

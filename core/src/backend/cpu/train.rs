@@ -3,7 +3,7 @@
 //! output element is computed by one thread in a fixed order (bit-identical for
 //! any thread count, except inside the GEMM).
 
-use super::gemm::{MatRef, sgemm_col_blocks};
+use super::gemm::{MatRef, sgemm, sgemm_col_blocks};
 use super::{CpuBackend, par_rows};
 use crate::backend::SparseCodes;
 use crate::backend::train_ops::{AdamStep, TrainOps, check_sparse};
@@ -54,6 +54,50 @@ impl TrainOps for CpuBackend {
             }
         });
         Ok(())
+    }
+
+    fn matmul(
+        &self,
+        a: &[f32],
+        k: usize,
+        a_t: bool,
+        b: &[f32],
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Result<()> {
+        if k == 0 || !a.len().is_multiple_of(k) || !b.len().is_multiple_of(k) {
+            return Err(Error::invalid("internal matmul operand shapes disagree"));
+        }
+        let (m, n) = (a.len() / k, b.len() / k);
+        if out.len() != m * n {
+            return Err(Error::invalid("internal matmul output has the wrong size"));
+        }
+        let a = if a_t {
+            MatRef {
+                data: a,
+                rows: m,
+                cols: k,
+                rs: 1,
+                cs: m,
+            }
+        } else {
+            MatRef {
+                data: a,
+                rows: m,
+                cols: k,
+                rs: k,
+                cs: 1,
+            }
+        };
+        let b = MatRef {
+            data: b,
+            rows: k,
+            cols: n,
+            rs: n,
+            cs: 1,
+        };
+        let threads = self.threads();
+        self.install(|| sgemm(a, b, out, accumulate, threads))
     }
 
     fn gather_add(
@@ -336,6 +380,31 @@ mod tests {
         };
         let mut o = vec![0.0; d];
         assert!(CpuBackend::new(1).gather_add(&bad, &w, d, &mut o).is_err());
+        // matmul, both layouts, against f64 loops.
+        let (m, k, nn) = (9, 37, 11);
+        let a = lcg(m * k, 21);
+        let bm = lcg(k * nn, 22);
+        let mut at = vec![0.0; k * m];
+        for i in 0..m {
+            for j in 0..k {
+                at[j * m + i] = a[i * k + j];
+            }
+        }
+        for (aa, t) in [(&a, false), (&at, true)] {
+            let mut out = vec![1.0; m * nn];
+            CpuBackend::new(2)
+                .matmul(aa, k, t, &bm, &mut out, true)
+                .unwrap();
+            for i in 0..m {
+                for j in 0..nn {
+                    let want: f64 = 1.0
+                        + (0..k)
+                            .map(|l| f64::from(a[i * k + l]) * f64::from(bm[l * nn + j]))
+                            .sum::<f64>();
+                    assert!((f64::from(out[i * nn + j]) - want).abs() < 1e-5);
+                }
+            }
+        }
         // Top-k against a full sort (values with many ties: ties to the lower index).
         let hv: Vec<f32> = lcg(rows * n, 5).iter().map(|v| (v * 8.0).round()).collect();
         for k in [1, 7, n] {
