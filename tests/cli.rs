@@ -235,6 +235,7 @@ fn every_subcommand_has_its_own_help() {
         "export-cvec",
         "decompose",
         "sweep",
+        "train",
         "bench",
     ] {
         assert!(
@@ -273,6 +274,18 @@ fn every_subcommand_has_its_own_help() {
         ),
         (&["decompose"], &["--vector", "--solver", "--threads"]),
         (&["sweep"], &["--input", "--k", "--backend"]),
+        (
+            &["train"],
+            &[
+                "--input",
+                "--arch",
+                "--d-sae",
+                "--tokens",
+                "--resume",
+                "--checkpoint-every",
+                "--matryoshka",
+            ],
+        ),
         (&["bench"], &["encode", "gpu", "ito", "open"]),
         (&["bench", "encode"], &["--d-in", "--batch", "--no-peer"]),
         (&["bench", "gpu"], &["--peak-tflops"]),

@@ -1,4 +1,4 @@
-//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep and bench.
+//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep, train and bench.
 //!
 //! Arguments are parsed by clap: unknown options are errors, every subcommand has
 //! its own `--help`, and values (numbers, feature specs, input files, output
@@ -25,6 +25,7 @@ mod bench;
 mod check;
 mod compute;
 mod progress;
+mod train;
 
 /// saeplug: sparse autoencoders as activation plugins.
 ///
@@ -61,6 +62,9 @@ enum Command {
     /// L0 and FVU of the encoder vs MP/OMP/GP at each k (no PATH: a synthetic SAE
     /// with sparse planted data).
     Sweep(SweepArgs),
+    /// Train an SAE on activations [n, d_in] (.npy or .safetensors) and write a
+    /// SAELens v6 folder, metrics.csv, curves.svg and checkpoints.
+    Train(Box<train::TrainArgs>),
     /// Benchmarks, measured against a peer (PyTorch / scikit-learn) in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -275,6 +279,7 @@ impl Command {
             Command::ExportCvec(_) => "export-cvec",
             Command::Decompose(_) => "decompose",
             Command::Sweep(_) => "sweep",
+            Command::Train(_) => "train",
             Command::Bench(_) => "bench",
         }
     }
@@ -311,6 +316,13 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
             opt(&a.path, sae_path)?;
             opt(&a.input, input_file)
         }
+        Command::Train(a) => {
+            input_file(&a.input)?;
+            if a.output.exists() && !a.output.is_dir() {
+                return Err(format!("{} exists and is not a folder", a.output.display()));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -323,6 +335,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::ExportCvec(a) => export_cvec(a),
         Command::Decompose(a) => decompose(a),
         Command::Sweep(a) => sweep(a),
+        Command::Train(a) => train::run(*a),
         Command::Bench(b) => bench::run(b),
     }
 }

@@ -41,6 +41,7 @@ pub mod solve;
 pub mod steer;
 pub mod sweep;
 pub mod synthetic;
+pub mod train;
 pub mod weights;
 
 pub use backend::cpu::CpuBackend;

@@ -19,6 +19,7 @@ pub mod cpu;
 pub(crate) mod edits;
 pub(crate) mod ito;
 mod prep;
+pub mod train_ops;
 #[cfg(feature = "gpu")]
 pub mod wgpu;
 

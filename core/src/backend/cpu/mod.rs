@@ -22,6 +22,7 @@ pub(crate) mod gemm;
 pub(crate) mod kernel;
 mod solve;
 mod steer;
+pub(crate) mod train;
 
 use std::sync::Arc;
 
