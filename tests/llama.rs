@@ -666,3 +666,151 @@ fn long_prompts_are_decoded_batch_by_batch() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("exceeds the context (-c 256)"));
 }
+
+/// A `ggml-rpc-server` on localhost, killed on drop.
+struct RpcServer(std::process::Child, String);
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn rpc_server(dir: &Path) -> RpcServer {
+    let exe = dir.join("build/bin/ggml-rpc-server");
+    assert!(
+        exe.is_file(),
+        "{} is missing: the llama.cpp cache predates GGML_RPC; run scripts/build-llama.sh (it rebuilds)",
+        exe.display()
+    );
+    // A free port: bind port 0, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&exe)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ggml-rpc-server");
+    let server = RpcServer(child, format!("127.0.0.1:{port}"));
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(&server.1).is_err() {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "ggml-rpc-server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server
+}
+
+/// Every layer on an RPC device (a ggml-rpc-server on localhost): the adapter
+/// reads and writes l_out through ggml_backend_tensor_get/set (its device-buffer
+/// path), and the results are bit-identical to the CPU run.
+#[test]
+fn every_layer_on_an_rpc_server_gives_the_cpu_results() {
+    use saeplug::store::{ActivationStore, Split};
+    let Some(dir) = llama_dir() else { return };
+    let out = scratch("llama_rpc");
+    let exe = build(&dir, &out);
+    let model = dir.join("model.gguf");
+    let server = rpc_server(&dir);
+    let p = |x: &Path| x.display().to_string();
+    let prompt = "The history of astronomy begins with ancient observers who tracked the Sun, the Moon and the planets across the sky.";
+    let sl = |args: &[&str]| -> String {
+        run_ok(
+            Command::new(&exe)
+                .arg("-m")
+                .arg(&model)
+                .args(["-t", "2", "-p", prompt])
+                .args(args),
+        )
+    };
+    let rpc = ["--rpc", server.1.as_str(), "-ngl", "99"];
+    // Raw rows and logits, CPU vs RPC.
+    let (acts, l_cpu) = (out.join("acts.bin"), out.join("l_cpu.bin"));
+    sl(&[
+        "-n",
+        "0",
+        "--capture",
+        &p(&acts),
+        "--capture-layer",
+        "6",
+        "--dump-logits",
+        &p(&l_cpu),
+    ]);
+    let (acts_rpc, l_rpc) = (out.join("acts_rpc.bin"), out.join("l_rpc.bin"));
+    let o = sl(&[
+        &rpc[..],
+        &[
+            "-n",
+            "0",
+            "--capture",
+            &p(&acts_rpc),
+            "--capture-layer",
+            "6",
+            "--dump-logits",
+            &p(&l_rpc),
+        ],
+    ]
+    .concat());
+    assert!(
+        o.contains("RPC"),
+        "the model did not go to the RPC device:\n{o}"
+    );
+    assert_eq!(
+        floats(&acts),
+        floats(&acts_rpc),
+        "l_out-6 rows differ on RPC"
+    );
+    assert_eq!(floats(&l_cpu), floats(&l_rpc), "logits differ on RPC");
+    // A clamp (written back into the device tensor) changes the logits, identically.
+    let sae = out.join("sae");
+    run_ok(
+        Command::new("python3")
+            .arg(repo_root().join("tests/py/make_llama_sae.py"))
+            .arg(&acts)
+            .arg("576")
+            .arg(&sae),
+    );
+    let steer = ["--sae", &p(&sae), "--layer", "6", "--clamp", "0:20.0"];
+    let (c_cpu, c_rpc) = (out.join("c_cpu.bin"), out.join("c_rpc.bin"));
+    sl(&[&steer[..], &["-n", "0", "--dump-logits", &p(&c_cpu)]].concat());
+    sl(&[
+        &rpc[..],
+        &steer[..],
+        &["-n", "0", "--dump-logits", &p(&c_rpc)],
+    ]
+    .concat());
+    let (a, b) = (floats(&c_cpu), floats(&c_rpc));
+    assert!(
+        rel(&a, &floats(&l_cpu)) > 1e-3,
+        "the clamp changed nothing (test vacuous)"
+    );
+    assert_eq!(a, b, "clamped logits differ on RPC");
+    // Capture through the RPC device equals capture on the CPU.
+    let corpus = corpus();
+    let cap = |dst: &Path, extra: &[&str]| {
+        run_ok(
+            Command::new(&exe)
+                .args(["capture", "-m"])
+                .arg(&model)
+                .args(["--layer", "6", "--tokens", "508", "-t", "2", "--out"])
+                .arg(dst)
+                .args(extra)
+                .arg(&corpus),
+        );
+        ActivationStore::open(dst)
+            .unwrap()
+            .rows(Split::Train, 0, 508)
+            .unwrap()
+    };
+    let r_cpu = cap(&out.join("s_cpu"), &[]);
+    let r_rpc = cap(&out.join("s_rpc"), &rpc);
+    assert_eq!(r_cpu, r_rpc, "captured rows differ on RPC");
+    drop(server);
+}

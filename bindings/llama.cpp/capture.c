@@ -4,7 +4,7 @@
  *
  * saeplug-llama capture -m MODEL.gguf --layer L [--layer L2 ...] --out DIR
  *          [--ctx 128] [--tokens 20000] [--heldout 0.05] [--dtype f32|f16]
- *          [--shard-rows N] [--keep-bos] [-t THREADS] [-b N_BATCH] [-ngl N]
+ *          [--shard-rows N] [--keep-bos] [-t THREADS] [-b N_BATCH] [-ngl N] [--rpc HOST:PORT,...]
  *          [--no-store] CORPUS...
  *
  * CORPUS: text files, or folders (every regular file under them, in name order).
@@ -148,8 +148,8 @@ static int is_heldout(uint32_t s, double f) {
 }
 
 int capture_main(int argc, char **argv) {
-    const char *model_path = NULL, *out = NULL, *dtype = "f32";
-    int layers[MAX_LAYERS], n_layers = 0, ctx = 128, threads = 2, n_batch = 512, ngl = 0, keep_bos = 0;
+    const char *model_path = NULL, *out = NULL, *dtype = "f32", *rpc = NULL;
+    int layers[MAX_LAYERS], n_layers = 0, ctx = 128, threads = 2, n_batch = 512, ngl = -1, keep_bos = 0;
     int no_store = 0;
     long long budget = 20000;
     size_t shard_rows = 0;
@@ -171,6 +171,7 @@ int capture_main(int argc, char **argv) {
         else if (ARG("-t")) threads = atoi(v);
         else if (ARG("-b")) n_batch = atoi(v);
         else if (ARG("-ngl")) ngl = atoi(v);
+        else if (ARG("--rpc")) rpc = v;
         else if (strcmp(a, "--keep-bos") == 0) keep_bos = 1;
         else if (strcmp(a, "--no-store") == 0) no_store = 1;
         else if (a[0] == '-') {
@@ -198,6 +199,7 @@ int capture_main(int argc, char **argv) {
     int n_seq = n_batch / ctx > 0 ? n_batch / ctx : 1;
 
     llama_backend_init();
+    if (rpc && add_rpc_servers(rpc) != 0) return 1;
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = ngl;
     struct llama_model *model = llama_model_load_from_file(model_path, mp);

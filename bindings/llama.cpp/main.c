@@ -4,6 +4,7 @@
  *
  * saeplug-llama [generate] -m MODEL.gguf [-p PROMPT | -f FILE | --prompt-tokens ID,ID,...]
  *          [-n N_PREDICT] [-t THREADS] [-c N_CTX] [-b N_BATCH] [-ngl N_GPU_LAYERS]
+ *          [--rpc HOST:PORT[,HOST:PORT...]]      llama.cpp RPC servers as devices (with -ngl)
  *          [--sae DIR --layer L [--positions all|last|first:P]
  *           [--clamp F:V] [--ablate F] [--scale F:S] [--add F:C] [--vector-feature F:C]
  *           [--replace with-error|recon] [--record OUT.json]]
@@ -74,9 +75,9 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "generate") == 0) { argc--; argv++; }
     const char *model_path = NULL, *prompt = "The capital of France is", *sae_dir = NULL;
     const char *record = NULL, *cvec = NULL, *capture = NULL, *dump = NULL, *positions = "all";
-    const char *replace = NULL, *prompt_file = NULL, *prompt_tokens = NULL;
+    const char *replace = NULL, *prompt_file = NULL, *prompt_tokens = NULL, *rpc = NULL;
     int n_predict = 16, threads = 2, layer = -1, capture_layer = -1;
-    int n_ctx = 0, n_batch = 512, n_gpu_layers = 0;
+    int n_ctx = 0, n_batch = 512, n_gpu_layers = -1; /* llama.cpp's default: every layer on a device if there is one */
     float cvec_scale = 1.0f;
     char *edits[MAX_EDITS];
     int n_edits = 0;
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
         else if (ARG("-c")) n_ctx = atoi(v);
         else if (ARG("-b")) n_batch = atoi(v);
         else if (ARG("-ngl")) n_gpu_layers = atoi(v);
+        else if (ARG("--rpc")) rpc = v;
         else if (ARG("--sae")) sae_dir = v;
         else if (ARG("--layer")) layer = atoi(v);
         else if (ARG("--positions")) positions = v;
@@ -176,6 +178,7 @@ int main(int argc, char **argv) {
     }
 
     llama_backend_init();
+    if (rpc && add_rpc_servers(rpc) != 0) return 1;
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = n_gpu_layers;
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
