@@ -381,6 +381,56 @@ typedef uint32_t saeplug_replace;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+/**
+ * Element type of the activations in a store (`saeplug_store_create`).
+ */
+enum saeplug_store_dtype
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * 32-bit floats: exact.
+   */
+  SAEPLUG_STORE_DTYPE_F32 = 0,
+  /**
+   * 16-bit IEEE halves: half the disk; rows beyond its range are skipped.
+   */
+  SAEPLUG_STORE_DTYPE_F16 = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_store_dtype saeplug_store_dtype;
+#else
+typedef uint32_t saeplug_store_dtype;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The split rows go to (`saeplug_store_append`).
+ */
+enum saeplug_store_split
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Rows to train on.
+   */
+  SAEPLUG_STORE_SPLIT_TRAIN = 0,
+  /**
+   * Rows kept aside for evaluation.
+   */
+  SAEPLUG_STORE_SPLIT_HELDOUT = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_store_split saeplug_store_split;
+#else
+typedef uint32_t saeplug_store_split;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 
 /**
  * ABI major version: hosts must refuse a library whose major differs. The
@@ -396,9 +446,15 @@ typedef uint32_t saeplug_replace;
 
 /**
  * ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
- * `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`).
+ * `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`; 1.1: the
+ * activation-store writer `saeplug_store_*` and its enums).
  */
-#define SAEPLUG_ABI_VERSION_MINOR 0
+#define SAEPLUG_ABI_VERSION_MINOR 1
+
+/**
+ * No layer: pass as `layer` to `saeplug_store_create` for a hook without one.
+ */
+#define SAEPLUG_STORE_NO_LAYER 4294967295
 
 /**
  * A compute context: a backend and its workspaces. Owned by the caller of
@@ -427,6 +483,13 @@ typedef struct saeplug_recorder saeplug_recorder;
  * `saeplug_sae_free`. Contexts and codes do not keep it alive: free it last.
  */
 typedef struct saeplug_sae saeplug_sae;
+
+/**
+ * Writer of an activation store folder (safetensors shards + manifest.json; see
+ * the saeplug `store` module). Owned by the caller of `saeplug_store_create`;
+ * free with `saeplug_store_free`. Use from one thread at a time.
+ */
+typedef struct saeplug_store_writer saeplug_store_writer;
 
 /**
  * Plain-data description of an SAE, filled by `saeplug_sae_get_info`.
@@ -1416,6 +1479,192 @@ saeplug_status saeplug_ctx_solve(saeplug_ctx *ctx,
                                  size_t *out_nnz,
                                  uint32_t *iters,
                                  float *residuals);
+
+/**
+ * Create a new activation store in folder `dir` (created with its parents; it
+ * must not already hold a `manifest.json`): rows of `d_in` floats stored as
+ * `dtype` (a `saeplug_store_dtype`), `shard_rows` rows per shard (0: about 256
+ * MiB per shard), read at hook `hook_name` (e.g. "l_out-6") of block `layer`
+ * (`SAEPLUG_STORE_NO_LAYER` if none), sequences of `context_length` tokens,
+ * `bos_excluded` non-zero when the caller leaves out each sequence's BOS
+ * position. `model_path` (may be NULL) names the model file: its name, size and
+ * SHA-256 go into the manifest (the file is read once, here).
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; INVALID_ARGUMENT (d_in 0, unknown
+ * dtype, a folder that already holds a store); IO (folder not creatable, model
+ * unreadable). Memory: on success `*out` owns a new writer (free with
+ * `saeplug_store_free`); it buffers up to `shard_rows` rows per split.
+ * Thread safety: any thread; distinct folders.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * char dir[4096];
+ * snprintf(dir, sizeof dir, "%s/acts-create", tmp_dir);
+ * CHECK(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-6", 6, 128, 1, NULL, &w));
+ * CHECK(saeplug_store_finish(w)); // an empty, complete store
+ * saeplug_store_free(w);
+ * // The folder now holds a store: a second one there is refused.
+ * assert(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-6", 6, 128, 1, NULL, &w)
+ *        == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
+ * # Safety
+ * Strings NULL or NUL-terminated (`model_path` may be NULL); `out` NULL or writable.
+ */
+saeplug_status saeplug_store_create(const char *dir,
+                                    size_t d_in,
+                                    uint32_t dtype,
+                                    size_t shard_rows,
+                                    const char *hook_name,
+                                    uint32_t layer,
+                                    size_t context_length,
+                                    uint32_t bos_excluded,
+                                    const char *model_path,
+                                    saeplug_store_writer **out);
+
+/**
+ * Record a free-form `key` = `value` fact in the store's manifest (its
+ * `metadata` object; e.g. the corpus files, the held-out rule); written with the
+ * next shard and by `saeplug_store_finish`.
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; INVALID_ARGUMENT (writer finished).
+ * Memory: the strings are copied. Thread safety: `w` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * char dir[4096];
+ * snprintf(dir, sizeof dir, "%s/acts-meta", tmp_dir);
+ * CHECK(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F16, 0, "resid", SAEPLUG_STORE_NO_LAYER, 0, 0, NULL, &w));
+ * CHECK(saeplug_store_set_metadata(w, "corpus", "fortunes"));
+ * CHECK(saeplug_store_finish(w));
+ * saeplug_store_free(w);
+ * ```
+ *
+ * # Safety
+ * `w` NULL or live; strings NULL or NUL-terminated.
+ */
+saeplug_status saeplug_store_set_metadata(saeplug_store_writer *w,
+                                          const char *key,
+                                          const char *value);
+
+/**
+ * Append `n_rows` rows to split `split` (a `saeplug_store_split`): `acts`
+ * `[n_rows, d_in]` (`acts_len` floats), and per row its token id (`tokens`), its
+ * sequence index (`seq`) and position in that sequence (`pos`), each `n_rows`
+ * long. Rows holding NaN or infinite values (or beyond F16's range in an F16
+ * store) are skipped and counted in the manifest. A shard is written (atomically)
+ * whenever `shard_rows` rows of a split are buffered.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (lengths, unknown
+ * split, writer finished); IO (writing a shard). Memory: rows are copied into
+ * the writer's buffer. Thread safety: `w` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * char dir[4096];
+ * float acts[3 * 64];
+ * int32_t tokens[3] = {11, 12, 13};
+ * uint32_t seq[3] = {0, 0, 0}, pos[3] = {1, 2, 3};
+ * uint64_t train, heldout, skipped;
+ * for (int i = 0; i < 3 * 64; i++) acts[i] = 0.01f * (float)i;
+ * acts[64] = NAN; // row 1 is skipped, never stored
+ * snprintf(dir, sizeof dir, "%s/acts-append", tmp_dir);
+ * CHECK(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F32, 2, "l_out-6", 6, 128, 1, NULL, &w));
+ * CHECK(saeplug_store_append(w, SAEPLUG_STORE_SPLIT_TRAIN, acts, 3 * 64, 3, tokens, seq, pos));
+ * CHECK(saeplug_store_counts(w, &train, &heldout, &skipped));
+ * assert(train == 2 && heldout == 0 && skipped == 1);
+ * assert(saeplug_store_append(w, SAEPLUG_STORE_SPLIT_TRAIN, acts, 3 * 64, 2, tokens, seq, pos)
+ *        == SAEPLUG_STATUS_INVALID_ARGUMENT); // 3 rows of floats, 2 announced
+ * CHECK(saeplug_store_finish(w));
+ * saeplug_store_free(w);
+ * ```
+ *
+ * # Safety
+ * `w` NULL or live; `acts` holds `acts_len` floats; `tokens`, `seq`, `pos` hold
+ * `n_rows` entries each.
+ */
+saeplug_status saeplug_store_append(saeplug_store_writer *w,
+                                    uint32_t split,
+                                    const float *acts,
+                                    size_t acts_len,
+                                    size_t n_rows,
+                                    const int32_t *tokens,
+                                    const uint32_t *seq,
+                                    const uint32_t *pos);
+
+/**
+ * Rows accepted so far per split (written or buffered) and rows skipped for
+ * non-finite values. Any output may be NULL.
+ * Returns: OK; NULL_POINTER (`w`); INVALID_ARGUMENT (outputs that overlap;
+ * writer finished). Memory: nothing allocated.
+ * Thread safety: `w` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * char dir[4096];
+ * uint64_t train = 9;
+ * snprintf(dir, sizeof dir, "%s/acts-counts", tmp_dir);
+ * CHECK(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-6", 6, 128, 1, NULL, &w));
+ * CHECK(saeplug_store_counts(w, &train, NULL, NULL));
+ * assert(train == 0);
+ * saeplug_store_free(w); // never finished: the store stays marked incomplete
+ * ```
+ *
+ * # Safety
+ * `w` NULL or live; outputs NULL or writable.
+ */
+saeplug_status saeplug_store_counts(saeplug_store_writer *w,
+                                    uint64_t *train_rows,
+                                    uint64_t *heldout_rows,
+                                    uint64_t *skipped_rows);
+
+/**
+ * Write the buffered rows and the final manifest (`"complete": true`). The
+ * writer is finished afterwards whatever the result (free it with
+ * `saeplug_store_free`); on an error the store stays marked incomplete, its
+ * listed shards whole.
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (already finished); IO.
+ * Memory: releases the row buffers. Thread safety: `w` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * char dir[4096];
+ * snprintf(dir, sizeof dir, "%s/acts-finish", tmp_dir);
+ * CHECK(saeplug_store_create(dir, 64, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-6", 6, 128, 1, NULL, &w));
+ * CHECK(saeplug_store_finish(w));
+ * assert(saeplug_store_finish(w) == SAEPLUG_STATUS_INVALID_ARGUMENT); // once only
+ * saeplug_store_free(w);
+ * ```
+ *
+ * # Safety
+ * `w` NULL or live.
+ */
+saeplug_status saeplug_store_finish(saeplug_store_writer *w);
+
+/**
+ * Free a writer; NULL is a no-op; twice is UB. A writer freed before
+ * `saeplug_store_finish` loses its buffered rows: the store keeps its whole
+ * shards and stays marked incomplete.
+ * Returns: nothing. Memory: releases the writer.
+ * Thread safety: no call using `w` may be running on another thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_free(NULL); // no-op
+ * ```
+ *
+ * # Safety
+ * `w` NULL or from `saeplug_store_create`, not yet freed.
+ */
+void saeplug_store_free(saeplug_store_writer *w);
 
 #ifdef __cplusplus
 }  // extern "C"

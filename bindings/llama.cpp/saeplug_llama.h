@@ -40,6 +40,13 @@ int saeplug_llama_add_recorder(struct saeplug_llama *a, saeplug_recorder *rec, i
 /* Append the raw f32 rows of l_out-<layer> to `f` (borrowed; after any edits).
  * NULL `f` stops capturing. */
 void saeplug_llama_set_capture(struct saeplug_llama *a, FILE *f, int layer);
+/* Called with the raw f32 rows of l_out-<layer> (after any edits of that
+ * layer's hooks): `rows` rows of `n_embd` floats, valid during the call only, in
+ * the order of the tokens of the ubatch being computed. */
+typedef void (*saeplug_llama_rows_fn)(void *user, int layer, const float *rows, size_t n_rows, size_t n_embd);
+/* Call `fn(user, ...)` with the rows of l_out-<layer> at every decode (several
+ * layers: one call each). Returns 0, or -1 when full (64) or `fn` is NULL. */
+int saeplug_llama_add_capture(struct saeplug_llama *a, int layer, saeplug_llama_rows_fn fn, void *user);
 /* Absolute position of the first token of the next batch, and its size: call it
  * before every llama_decode, so that hook positions and recorder positions are
  * the sequence's. */

@@ -39,6 +39,7 @@ pub mod reference;
 mod sae;
 pub mod solve;
 pub mod steer;
+pub mod store;
 pub mod sweep;
 pub mod synthetic;
 pub mod train;

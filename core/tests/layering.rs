@@ -212,7 +212,7 @@ fn backends_never_reach_up_or_sideways() {
 #[test]
 fn loaders_never_import_the_sae() {
     let g = graph();
-    for l in ["format", "weights"] {
+    for l in ["format", "weights", "store"] {
         let refs = g.get(l).cloned().unwrap_or_default();
         assert!(!refs.contains("sae"), "{l} imports sae.rs: {refs:?}");
     }

@@ -98,6 +98,8 @@ pub fn header_enums() -> String {
         c_declaration::<saeplug_edit_kind>(),
         c_declaration::<saeplug_positions>(),
         c_declaration::<saeplug_replace>(),
+        c_declaration::<crate::store::saeplug_store_dtype>(),
+        c_declaration::<crate::store::saeplug_store_split>(),
     ];
     decls.join("\n")
 }

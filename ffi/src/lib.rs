@@ -17,6 +17,7 @@ mod hook;
 mod recorder;
 mod sae;
 mod solve;
+mod store;
 
 pub use ctx::*;
 pub use cvec::*;
@@ -31,6 +32,7 @@ pub use hook::*;
 pub use recorder::*;
 pub use sae::*;
 pub use solve::*;
+pub use store::*;
 
 /// ABI major version: hosts must refuse a library whose major differs. The
 /// shared library's SONAME is `libsaeplug.so.<major>`.
@@ -42,8 +44,9 @@ pub use solve::*;
 /// untouched on every backend (GPU encode/decode wrote `out` pass by pass).
 pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 1;
 /// ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
-/// `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`).
-pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 0;
+/// `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`; 1.1: the
+/// activation-store writer `saeplug_store_*` and its enums).
+pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
 
 /// The library's ABI version as `(major << 16) | minor`.
 ///

@@ -28,9 +28,11 @@ mod safetensors;
 mod tensor;
 
 pub use atomic::write_atomic;
+pub(crate) use atomic::write_atomic_with;
 pub use mapping::{MappedFile, open_regular};
 pub use npy::{MAX_NPY_HEADER_BYTES, read_npy, write_npy};
 pub(crate) use npy::{npy_bytes, parse_npy};
+pub(crate) use safetensors::RawTensor;
 pub use safetensors::{MAX_HEADER_BYTES, SafeTensors, write_safetensors};
 pub(crate) use tensor::first_non_finite;
 pub use tensor::{DType, Tensor, TensorInfo};

@@ -55,6 +55,20 @@ pub struct SafeTensors {
     pub metadata: BTreeMap<String, String>,
     /// Tensors present with a dtype saeplug does not read, name -> dtype.
     pub unsupported: BTreeMap<String, String>,
+    /// Every tensor (any dtype) with its dtype string, shape and absolute offset:
+    /// for readers of integer tensors (the activation store's token ids).
+    pub(crate) raw: BTreeMap<String, RawTensor>,
+}
+
+/// Where a tensor of any dtype lives in the mapped file (bounds checked at parse).
+#[derive(Clone, Debug)]
+pub(crate) struct RawTensor {
+    /// The safetensors dtype string ("F32", "I32", ...).
+    pub(crate) dtype: String,
+    /// Shape, outermost first.
+    pub(crate) shape: Vec<usize>,
+    /// Absolute byte offset of the first element in the file.
+    pub(crate) offset: usize,
 }
 
 impl SafeTensors {
@@ -70,12 +84,13 @@ impl SafeTensors {
     /// ```
     pub fn open(path: &Path) -> Result<Self> {
         let file = MappedFile::open(path)?;
-        let (tensors, metadata, unsupported) = parse_safetensors_header(path, file.bytes())?;
+        let (tensors, metadata, unsupported, raw) = parse_safetensors_header(path, file.bytes())?;
         Ok(SafeTensors {
             file,
             tensors,
             metadata,
             unsupported,
+            raw,
         })
     }
 
@@ -128,6 +143,7 @@ type Header = (
     BTreeMap<String, TensorInfo>,
     BTreeMap<String, String>,
     BTreeMap<String, String>,
+    BTreeMap<String, RawTensor>,
 );
 
 /// Bits per element of every dtype the safetensors format defines (the reference
@@ -186,6 +202,7 @@ fn parse_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let mut tensors = BTreeMap::new();
     let mut metadata = BTreeMap::new();
     let mut unsupported = BTreeMap::new();
+    let mut raw = BTreeMap::new();
     // (begin, end, name) of every tensor, to check the data section is tiled.
     let mut spans: Vec<(usize, usize, &str)> = Vec::with_capacity(obj.len());
     for (name, v) in obj {
@@ -247,6 +264,14 @@ fn parse_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             )));
         }
         spans.push((b, e, name.as_str()));
+        raw.insert(
+            name.clone(),
+            RawTensor {
+                dtype: dtype_s.to_string(),
+                shape: shape.clone(),
+                offset: data_start + b,
+            },
+        );
         let Some(dtype) = DType::from_safetensors(dtype_s) else {
             // Tensors saeplug never reads may have other dtypes (I64 counters, ...);
             // asking for one of them is an error (see `SafeTensors::tensor`).
@@ -295,7 +320,7 @@ fn parse_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             ),
         ));
     }
-    Ok((tensors, metadata, unsupported))
+    Ok((tensors, metadata, unsupported, raw))
 }
 
 /// Serialise f32 tensors as a safetensors file (header padded to 8 bytes so every

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build saeplug-llama (bindings/llama.cpp: generate, capture) against the cached
+# llama.cpp build of scripts/build-llama.sh and the static saeplug C library.
+#   bash bindings/llama.cpp/build.sh [--release] [-o OUT]
+# Builds scripts/build-llama.sh's cache first when it is missing (minutes, once),
+# then `cargo build -p saeplug-ffi` (debug, or --release), then compiles the
+# tool with gcc. Prints the path of the executable (default:
+# $CARGO_TARGET_DIR or target/, then <profile>/saeplug-llama).
+# Environment: SAEPLUG_LLAMA_DIR (the llama.cpp cache), CARGO_TARGET_DIR, CC.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+profile=debug
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --release) profile=release ;;
+    -o) out="$2"; shift ;;
+    *) echo "build.sh: unknown argument '$1' (usage: build.sh [--release] [-o OUT])" >&2; exit 2 ;;
+  esac
+  shift
+done
+llama="${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}"
+if [ ! -f "$llama/build/bin/libllama.so" ] || [ ! -f "$llama/src/include/llama.h" ]; then
+  llama="$(bash "$root/scripts/build-llama.sh" | tail -n 1)"
+fi
+target="${CARGO_TARGET_DIR:-$root/target}"
+flag=""
+[ "$profile" = release ] && flag="--release"
+(cd "$root" && cargo build -q -p saeplug-ffi $flag)
+[ -n "$out" ] || out="$target/$profile/saeplug-llama"
+mkdir -p "$(dirname "$out")"
+src="$root/bindings/llama.cpp"
+bin="$llama/build/bin"
+"${CC:-gcc}" -std=c11 -O2 -Wall -Wextra -Werror \
+  -I"$root/include" -I"$llama/src/include" -I"$llama/src/ggml/include" \
+  "$src/saeplug_llama.c" "$src/capture.c" "$src/main.c" \
+  "$target/$profile/libsaeplug_ffi.a" \
+  -L"$bin" -lllama -lggml -lggml-base -lpthread -ldl -lm \
+  -Wl,-rpath,"$bin" -o "$out"
+echo "$out"
