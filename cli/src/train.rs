@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use saeplug::train::{ActivationSource, Arch, MatrixSource, TrainConfig, Trainer, cycle_rows};
+use saeplug::train::{
+    ActivationSource, Arch, MatrixSource, StoreSource, TrainConfig, Trainer, cycle_rows,
+};
 use saeplug::weights::write_atomic;
 use saeplug::{CpuBackend, Error, Result};
 
@@ -39,7 +41,9 @@ pub(crate) enum TrainBackend {
 
 #[derive(Args, Debug)]
 pub(crate) struct TrainArgs {
-    /// Activations [n, d_in] f32: a .npy file or a .safetensors file.
+    /// Activations: an activation store folder (written by `saeplug-llama capture`;
+    /// its train split, rows shuffled by --seed), or an [n, d_in] f32 matrix in a
+    /// .npy or .safetensors file.
     #[arg(long)]
     pub(crate) input: PathBuf,
     /// Tensor to read from a .safetensors input (default: `acts`, or the only one).
@@ -276,14 +280,29 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
             "training on the GPU is not implemented yet; use --backend cpu".into(),
         ));
     }
-    let src = MatrixSource::open(&a.input, a.tensor.as_deref())?;
-    // Refused, never trained on silently.
-    src.check_finite().map_err(|e| {
-        Error::InvalidArgument(format!(
-            "{}: {e}; remove or fix non-finite rows before training",
-            a.input.display()
-        ))
-    })?;
+    // An activation store (a folder with manifest.json, written by
+    // `saeplug-llama capture`): its train split, rows shuffled by the seed.
+    let is_store = a.input.is_dir() && a.input.join("manifest.json").is_file();
+    let src: Box<dyn ActivationSource> = if is_store {
+        let s = StoreSource::open(&a.input, saeplug::store::Split::Train, Some(a.seed))?;
+        s.check_finite().map_err(|e| {
+            Error::InvalidArgument(format!(
+                "{}: {e}; recapture or drop those rows before training",
+                a.input.display()
+            ))
+        })?;
+        Box::new(s)
+    } else {
+        let m = MatrixSource::open(&a.input, a.tensor.as_deref())?;
+        m.check_finite().map_err(|e| {
+            Error::InvalidArgument(format!(
+                "{}: {e}; remove or fix non-finite rows before training",
+                a.input.display()
+            ))
+        })?;
+        Box::new(m)
+    };
+    let src = src.as_ref();
     let (n, d_in) = (src.n_rows(), src.d_in());
     std::fs::create_dir_all(&a.output).map_err(|e| Error::Io {
         path: a.output.clone(),
@@ -339,7 +358,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     let mut interrupted = false;
     while trainer.steps_done() < cfg.total_steps {
         let s = trainer.steps_done();
-        cycle_rows(&src, s * bs, &mut batch)?;
+        cycle_rows(src, s * bs, &mut batch)?;
         let st = trainer.step(&cpu, &batch)?;
         let done = s + 1;
         let tokens = done * bs;

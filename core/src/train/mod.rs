@@ -46,7 +46,7 @@ use crate::sae::Sae;
 use crate::synthetic::Rng;
 use crate::weights::{SafeTensors, Tensor, write_safetensors};
 
-pub use source::{ActivationSource, MatrixSource, cycle_rows};
+pub use source::{ActivationSource, MatrixSource, StoreSource, cycle_rows};
 #[cfg(test)]
 use step::forward_backward;
 use step::{Params, forward_backward_into};

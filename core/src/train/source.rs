@@ -199,3 +199,133 @@ impl ActivationSource for MatrixSource {
         }
     }
 }
+
+/// One split of an activation store as training rows, in a fixed order shuffled
+/// by `seed` across sequences (captured rows are in sequence order; TRAINING.md
+/// asks for shuffling) or, with no seed, as stored. Rows are gathered from the
+/// mapped shards batch by batch; the store is never read whole.
+///
+/// ```
+/// # fn main() -> saeplug::Result<()> {
+/// use saeplug::store::{Split, StoreSpec, StoreWriter};
+/// use saeplug::train::{ActivationSource, StoreSource};
+/// # let dir = std::env::temp_dir().join(format!("saeplug-doc-ssrc-{}", std::process::id()));
+/// let mut w = StoreWriter::create(&dir, StoreSpec::new(2, "x"))?;
+/// w.append(Split::Train, &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0], &[0; 3], &[1, 2, 3], &[5, 6, 7])?;
+/// w.finish()?;
+/// let src = StoreSource::open(&dir, Split::Train, Some(7))?;
+/// assert_eq!((src.n_rows(), src.d_in()), (3, 2));
+/// let mut all = [0.0; 6];
+/// src.rows(0, &mut all)?;
+/// let mut seen: Vec<f32> = all.iter().step_by(2).copied().collect();
+/// seen.sort_by(f32::total_cmp);
+/// assert_eq!(seen, [1.0, 2.0, 3.0]); // every row once, in shuffled order
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct StoreSource {
+    store: crate::store::ActivationStore,
+    split: crate::store::Split,
+    order: Vec<usize>,
+}
+
+impl StoreSource {
+    /// Open `split` of the store in `dir`; `seed` shuffles the row order.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join("saeplug-doc-no-store");
+    /// assert!(saeplug::train::StoreSource::open(&dir, saeplug::store::Split::Train, None).is_err());
+    /// ```
+    pub fn open(dir: &Path, split: crate::store::Split, seed: Option<u64>) -> Result<Self> {
+        let store = crate::store::ActivationStore::open(dir)?;
+        let n = store.n_rows(split);
+        let mut order: Vec<usize> = (0..n).collect();
+        if let Some(seed) = seed {
+            // Fisher-Yates with the project's deterministic generator.
+            let mut rng = crate::synthetic::Rng::new(seed);
+            for i in (1..n).rev() {
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+        }
+        Ok(StoreSource {
+            store,
+            split,
+            order,
+        })
+    }
+
+    /// An error naming the first rows holding NaN or Inf (never trained on). The
+    /// store writer skips such rows; a shard written or edited by other tools may
+    /// still hold them.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::store::{Split, StoreSpec, StoreWriter};
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-ssnan-{}", std::process::id()));
+    /// let mut w = StoreWriter::create(&dir, StoreSpec::new(1, "x"))?;
+    /// w.append(Split::Train, &[1.0, f32::NAN], &[0; 2], &[1, 2], &[5, 6])?;
+    /// w.finish()?; // the NaN row was skipped and counted
+    /// let src = saeplug::train::StoreSource::open(&dir, Split::Train, None)?;
+    /// assert!(src.check_finite().is_ok());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn check_finite(&self) -> Result<()> {
+        let bad = self.store.non_finite_rows(self.split)?;
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "{} rows of split '{}' hold NaN or Inf (first: row {})",
+            bad.len(),
+            self.split.name(),
+            bad[0]
+        )))
+    }
+
+    /// The store.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::store::{Split, StoreSpec, StoreWriter};
+    /// # let dir = std::env::temp_dir().join(format!("saeplug-doc-ssst-{}", std::process::id()));
+    /// let mut w = StoreWriter::create(&dir, StoreSpec::new(1, "x"))?;
+    /// w.append(Split::Train, &[1.0], &[0], &[1], &[5])?;
+    /// w.finish()?;
+    /// let src = saeplug::train::StoreSource::open(&dir, Split::Train, None)?;
+    /// assert_eq!(src.store().d_in(), 1);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn store(&self) -> &crate::store::ActivationStore {
+        &self.store
+    }
+}
+
+impl ActivationSource for StoreSource {
+    fn d_in(&self) -> usize {
+        self.store.d_in()
+    }
+
+    fn n_rows(&self) -> usize {
+        self.order.len()
+    }
+
+    fn rows(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        let d = self.d_in().max(1);
+        let count = out.len() / d;
+        let idx = start
+            .checked_add(count)
+            .and_then(|end| self.order.get(start..end))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "rows {start}..{} asked for, the split holds {}",
+                    start.saturating_add(count),
+                    self.order.len()
+                ))
+            })?;
+        self.store.gather_into(self.split, idx, out)
+    }
+}
