@@ -317,7 +317,10 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
             opt(&a.input, input_file)
         }
         Command::Train(a) => {
-            input_file(&a.input)?;
+            // An activation store folder, or a regular matrix file.
+            if !(a.input.is_dir() && a.input.join("manifest.json").is_file()) {
+                input_file(&a.input)?;
+            }
             if a.output.exists() && !a.output.is_dir() {
                 return Err(format!("{} exists and is not a folder", a.output.display()));
             }
