@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use saeplug::backend::cpu::{Isa, WeightStorage};
 use saeplug::synthetic::{Rng, random_sae};
 use saeplug::{Architecture, Backend, CpuBackend};
 
@@ -168,26 +169,46 @@ fn main() -> saeplug::Result<()> {
     drop(buf);
 
     let sae = random_sae(d, ds, Architecture::Standard, 1)?;
-    let cpu = CpuBackend::default();
     let mut rng = Rng::new(2);
-    for (batch, rounds) in [(64usize, 10usize), (1, 50)] {
-        let x = rng.normal_vec(batch * d, 1.0);
-        let mut f = vec![0.0f32; batch * ds];
-        cpu.encode(&sae, &x, &mut f)?;
-        let mut best = f64::MAX;
-        for _ in 0..rounds {
-            let t = Instant::now();
-            cpu.encode(&sae, &x, &mut f)?;
-            best = best.min(t.elapsed().as_secs_f64());
+    let only = std::env::args().nth(1);
+    for isa in Isa::available().into_iter().rev() {
+        for storage in [
+            WeightStorage::PackedF32,
+            WeightStorage::ZeroCopy,
+            WeightStorage::PackedBf16,
+        ] {
+            let label = format!("{}/{:?}", isa.name(), storage);
+            if only.as_deref().is_some_and(|o| !label.contains(o)) {
+                continue;
+            }
+            let cpu = CpuBackend::default()
+                .with_isa(isa)?
+                .with_weight_storage(storage);
+            for (batch, rounds) in [(64usize, 10usize), (1, 50)] {
+                let x = rng.normal_vec(batch * d, 1.0);
+                let mut f = vec![0.0f32; batch * ds];
+                cpu.encode(&sae, &x, &mut f)?;
+                let mut best = f64::MAX;
+                for _ in 0..rounds {
+                    let t = Instant::now();
+                    cpu.encode(&sae, &x, &mut f)?;
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                let gflops = 2.0 * (batch * d * ds) as f64 / best / 1e9;
+                let bytes = if storage == WeightStorage::PackedBf16 {
+                    2
+                } else {
+                    4
+                };
+                let gbs = (d * ds * bytes) as f64 / best / 1e9;
+                println!(
+                    "encode {label:>22} batch {batch:>2}: {:6.2} ms = {gflops:6.1} GFLOP/s ({:3.0}% of the FMA peak), W_enc streamed at {gbs:5.1} GB/s ({:3.0}% of the read bandwidth)",
+                    best * 1e3,
+                    100.0 * gflops / peak.max(1e-9),
+                    100.0 * gbs / bw
+                );
+            }
         }
-        let gflops = 2.0 * (batch * d * ds) as f64 / best / 1e9;
-        let gbs = (d * ds * 4) as f64 / best / 1e9;
-        println!(
-            "encode batch {batch:>2}: {:.2} ms = {gflops:.1} GFLOP/s ({:.0}% of the FMA peak), W_enc streamed at {gbs:.1} GB/s ({:.0}% of the read bandwidth)",
-            best * 1e3,
-            100.0 * gflops / peak.max(1e-9),
-            100.0 * gbs / bw
-        );
     }
     Ok(())
 }
