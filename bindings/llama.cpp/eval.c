@@ -28,7 +28,8 @@
  *   definition: explained_variance = 1 - fvu); density_i = fraction of rows with f_i > 0;
  *   dead = never fired, dense = density > 0.1; a log10-density histogram of the
  *   live latents (--svg draws it).
- * stdout gets a readable table; --json writes every figure. */
+ * stdout gets a readable table; --json writes every figure (and the token ids of
+ * the first sequence evaluated). */
 #include "tool.h"
 
 #include <dirent.h>
@@ -375,7 +376,8 @@ int eval_main(int argc, char **argv) {
     llama_token *btok = malloc(n_tok_max * sizeof *btok);
     float *clean = malloc(n_tok_max * (size_t)n_vocab * sizeof(float));
     double *clean_lse = malloc(n_tok_max * sizeof(double));
-    if (!st.f || !st.xhat || !st.mean || !st.m2 || !st.fired || !btok || !clean || !clean_lse) {
+    llama_token *first_seq = malloc((size_t)ctx * sizeof *first_seq); /* token ids, for the JSON */
+    if (!st.f || !st.xhat || !st.mean || !st.m2 || !st.fired || !btok || !clean || !clean_lse || !first_seq) {
         fprintf(stderr, "saeplug-llama eval: out of memory\n");
         return 1;
     }
@@ -427,6 +429,7 @@ int eval_main(int argc, char **argv) {
             q++;
         }
         if (q == 0) break;
+        if (n_evaluated_seq == 0) memcpy(first_seq, btok, (size_t)ctx * sizeof *btok);
         int n_tok = q * ctx;
         st.n_seq = q;
         for (int mode = MODE_CLEAN; mode <= MODE_ABLATE; mode++) {
@@ -535,6 +538,9 @@ int eval_main(int argc, char **argv) {
         fprintf(f, ",\n  \"hook\": \"%s\",\n  \"layer\": %d,\n  \"ctx\": %d,\n  \"heldout\": %g,\n", st.name, layer, ctx, heldout);
         fprintf(f, "  \"sequences\": %u,\n  \"tokens\": %lld,\n  \"predictions\": %llu,\n  \"bos_excluded\": %s,\n",
                 n_evaluated_seq, evaluated, (unsigned long long)predictions, has_bos ? "true" : "false");
+        fprintf(f, "  \"first_sequence\": [");
+        for (int i = 0; i < ctx; i++) fprintf(f, "%s%d", i ? ", " : "", first_seq[i]);
+        fprintf(f, "],\n");
         json_num(f, "ce_loss_clean", ce_c, 0);
         json_num(f, "ce_loss_spliced", ce_s, 0);
         json_num(f, "ce_loss_ablated", ce_a, 0);
@@ -579,6 +585,7 @@ int eval_main(int argc, char **argv) {
     free(btok);
     free(clean);
     free(clean_lse);
+    free(first_seq);
     free(st.f);
     free(st.xhat);
     free(st.mean);
