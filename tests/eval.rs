@@ -78,6 +78,17 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
 
 /// `saeplug-llama eval` of `sae` at layer 6 over the tutorial; the JSON.
 fn eval(exe: &Path, model: &Path, sae: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    eval_with_log(exe, model, sae, out, extra).0
+}
+
+/// [`eval`], with the program's stdout and stderr.
+fn eval_with_log(
+    exe: &Path,
+    model: &Path,
+    sae: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (serde_json::Value, String) {
     let j = out.join(format!(
         "{}.json",
         sae.file_name().unwrap().to_string_lossy()
@@ -103,7 +114,7 @@ fn eval(exe: &Path, model: &Path, sae: &Path, out: &Path, extra: &[&str]) -> ser
     ] {
         assert!(o.contains(line), "no '{line}' in the table:\n{o}");
     }
-    json(&j)
+    (json(&j), o)
 }
 
 fn floats(p: &Path) -> Vec<f32> {
@@ -322,4 +333,78 @@ fn eval_the_smollm2_layer6_topk_sae() {
         (dead as f64 - dead_ref).abs() <= 2.0,
         "dead {dead} vs f64 {dead_ref}"
     );
+}
+
+/// A ggml-rpc-server on localhost, killed when dropped.
+struct RpcServer(std::process::Child, String);
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn rpc_server(dir: &Path) -> RpcServer {
+    let exe = dir.join("build/bin/ggml-rpc-server");
+    assert!(
+        exe.is_file(),
+        "{} is missing: the llama.cpp cache predates GGML_RPC; run scripts/build-llama.sh (it rebuilds)",
+        exe.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&exe)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ggml-rpc-server");
+    let server = RpcServer(child, format!("127.0.0.1:{port}"));
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(&server.1).is_err() {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "ggml-rpc-server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server
+}
+
+/// Every layer on an RPC device: eval reads, splices and zeroes l_out through
+/// ggml_backend_tensor_get/set, and every figure equals the CPU run's.
+#[test]
+fn eval_with_every_layer_on_an_rpc_server_gives_the_cpu_figures() {
+    let Some(dir) = llama_dir() else { return };
+    let out = scratch("eval_rpc");
+    let exe = build(&dir, &out);
+    let model = dir.join("model.gguf");
+    let sae_dir = repo_root().join("../shared/fixtures/smollm2-l6-topk");
+    let args = ["--tokens", "254", "-b", "256"];
+    let cpu = eval(&exe, &model, &sae_dir, &out, &args);
+    let server = rpc_server(&dir);
+    let on_rpc = out.join("rpc");
+    std::fs::create_dir_all(&on_rpc).unwrap();
+    let (rpc, log) = eval_with_log(
+        &exe,
+        &model,
+        &sae_dir,
+        &on_rpc,
+        &[&args[..], &["--rpc", server.1.as_str(), "-ngl", "99"]].concat(),
+    );
+    drop(server);
+    assert!(
+        log.contains("RPC0") && log.contains("offloaded 31/31 layers"),
+        "no layer on the RPC device:\n{log}"
+    );
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert!(num(&cpu, "ce_loss_score") > 0.7, "{cpu}");
+    assert_eq!(strip(cpu), strip(rpc));
 }
