@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build saeplug-llama (bindings/llama.cpp: generate, capture) against the cached
+# Build saeplug-llama (bindings/llama.cpp: generate, capture, eval) against the cached
 # llama.cpp build of scripts/build-llama.sh and the static saeplug C library.
 #   bash bindings/llama.cpp/build.sh [--release] [-o OUT]
 # Builds scripts/build-llama.sh's cache first when it is missing (minutes, once),
@@ -33,7 +33,7 @@ src="$root/bindings/llama.cpp"
 bin="$llama/build/bin"
 "${CC:-gcc}" -std=c11 -O2 -Wall -Wextra -Werror \
   -I"$root/include" -I"$llama/src/include" -I"$llama/src/ggml/include" \
-  "$src/saeplug_llama.c" "$src/capture.c" "$src/main.c" \
+  "$src/saeplug_llama.c" "$src/capture.c" "$src/eval.c" "$src/main.c" \
   "$target/$profile/libsaeplug_ffi.a" \
   -L"$bin" -lllama -lggml -lggml-base -lpthread -ldl -lm \
   -Wl,-rpath,"$bin" -o "$out"

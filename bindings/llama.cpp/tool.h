@@ -59,4 +59,7 @@ static inline int add_rpc_servers(const char *servers) {
 /* `saeplug-llama capture ...` (capture.c); argv[0] is "capture". */
 int capture_main(int argc, char **argv);
 
+/* `saeplug-llama eval ...` (eval.c); argv[0] is "eval". */
+int eval_main(int argc, char **argv);
+
 #endif
