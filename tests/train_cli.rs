@@ -173,7 +173,7 @@ fn ctrl_c_writes_a_checkpoint_and_resume_finishes_the_same() {
     let (input, _) = toy_input(&dir, 3000);
     let straight = dir.join("straight");
     let parts = dir.join("parts");
-    let args = ["--tokens", "2000000", "--d-sae", "256"];
+    let args = ["--tokens", "600000", "--d-sae", "256"];
     let mut child = train(&input, &parts, &args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
