@@ -52,6 +52,11 @@ fn variants() -> Vec<(&'static str, TrainConfig, bool)> {
     g.ghost_grads = true;
     out.push(("standard+ghost", g, true));
     out.push(("topk", base(Arch::TopK), false));
+    let mut rs = base(Arch::TopK);
+    rs.rescale_acts_by_decoder_norm = true;
+    out.push(("topk+rescale+auxk", rs.clone(), true));
+    rs.arch = Arch::BatchTopK;
+    out.push(("batchtopk+rescale", rs, false));
     out.push(("topk+auxk", base(Arch::TopK), true));
     out.push(("batchtopk+auxk", base(Arch::BatchTopK), true));
     let mut m = base(Arch::TopK);
@@ -320,14 +325,26 @@ fn saved_sae_encodes_like_the_trained_model() {
     let x = Rng::new(8).normal_vec(24 * 1000, 3.0);
     let dir = tempfile::tempdir().unwrap();
     let cpu = CpuBackend::new(2);
-    for arch in [Arch::Standard, Arch::TopK, Arch::BatchTopK, Arch::JumpRelu] {
+    for (arch, rescale) in [
+        (Arch::Standard, false),
+        (Arch::TopK, true),
+        (Arch::TopK, false),
+        (Arch::BatchTopK, true),
+        (Arch::BatchTopK, false),
+        (Arch::JumpRelu, false),
+    ] {
         let mut cfg = determinism_cfg(arch);
         cfg.lr = 1e-2;
+        cfg.rescale_acts_by_decoder_norm = rescale;
         let t = run(&cfg, 2, 12, &x);
         assert!(t.scale() != 1.0);
-        let out = dir.path().join(arch.name());
+        let out = dir.path().join(format!("{}-{rescale}", arch.name()));
         t.save_saelens(&out).unwrap();
         let sae = crate::Sae::open(&out).unwrap();
+        if rescale {
+            // Saved as SAELens saves a rescaling TopK: unit decoder rows.
+            assert!(sae.decoder_norms().iter().all(|n| (n - 1.0).abs() < 1e-5));
+        }
         let rows = &x[..24 * 50];
         let want = t.encode(&cpu, rows).unwrap();
         let mut got = vec![0.0; 50 * 96];
