@@ -46,6 +46,13 @@ saeplug_setup() {
     echo "setup: rustup component add clippy rustfmt" >&2
     rustup component add clippy rustfmt || return 1
   fi
+  # The aarch64 standard library, so the NEON kernels type-check (optional: a
+  # machine that cannot fetch it skips that check, and test-all.sh says so).
+  if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+    echo "setup: rustup target add aarch64-unknown-linux-gnu" >&2
+    rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
+      || echo "setup: aarch64 target unavailable; the NEON check will be skipped" >&2
+  fi
 
   # 4. Runtime dir for the Vulkan loader.
   export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/saeplug-xdg-$(id -u)}"

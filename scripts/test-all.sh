@@ -15,6 +15,28 @@ log="$(mktemp)"
 set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Every CPU ISA level this machine runs, forced through SAEPLUG_CPU_ISA: the
+# SAELens fixtures and the f64-reference parity tests once per level (the default
+# run above used the fastest).
+for isa in portable avx2 avx512 neon; do
+  if SAEPLUG_CPU_ISA=$isa ./target/debug/saeplug bench encode --d-in 8 --d-sae 16 \
+       --batch 1 --iters 1 --no-peer --no-roofline >/dev/null 2>&1; then
+    echo "== SAEPLUG_CPU_ISA=$isa"
+    SAEPLUG_CPU_ISA=$isa cargo test -p saeplug-tests --test fixtures --test parity_cpu \
+      --test backend_ops --test ito --test steering 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "== SAEPLUG_CPU_ISA=$isa: not available on this CPU, skipped"
+  fi
+done
+# The NEON kernels type-check for aarch64 (cargo check + clippy, no linking).
+if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  echo "== aarch64 (NEON) check"
+  cargo clippy -q -p saeplug --no-default-features --target aarch64-unknown-linux-gnu -- -D warnings \
+    || status=1
+else
+  echo "== aarch64 target not installed: NEON type-check skipped"
+fi
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')

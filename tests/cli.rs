@@ -647,11 +647,68 @@ fn bench_commands_run_at_small_sizes() {
         "--no-peer",
         "--threads",
         "1",
+        "--no-roofline",
     ]));
     assert!(
-        out.contains("saeplug cpu (1 threads): encode d_in 32, d_sae 64"),
+        out.contains("saeplug cpu (1 threads, ") && out.contains("encode d_in 32, d_sae 64"),
         "{out}"
     );
+    // Forced ISA and bf16 weights, with the limits measured in the same run.
+    let out = ok(saeplug().args([
+        "bench",
+        "encode",
+        "--d-in",
+        "32",
+        "--d-sae",
+        "64",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--no-peer",
+        "--threads",
+        "1",
+        "--isa",
+        "portable",
+        "--weights",
+        "bf16",
+    ]));
+    assert!(out.contains("portable, PackedBf16"), "{out}");
+    assert!(
+        out.contains("roofline: FMA peak") && out.contains("% of the FMA peak"),
+        "{out}"
+    );
+    let o = saeplug()
+        .args(["bench", "encode", "--isa", "sse9", "--no-peer"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sse9"));
+    // The kernel table against the rooflines, at a toy size.
+    let out = ok(saeplug().args([
+        "bench",
+        "cpu",
+        "--d-in",
+        "32",
+        "--d-sae",
+        "64",
+        "--batch",
+        "4",
+        "--iters",
+        "1",
+        "--no-peer",
+        "--threads",
+        "1",
+    ]));
+    for want in [
+        "encode PackedF32 batch 4",
+        "encode PackedBf16 batch 1",
+        "dense decode",
+        "sparse decode",
+        "ITO correlation",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
     let out = ok(saeplug().args([
         "bench",
         "ito",

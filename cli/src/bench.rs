@@ -24,6 +24,32 @@ pub(crate) enum BenchCommand {
     Ito(ItoBench),
     /// Time to open (map) a large SAE file.
     Open(OpenBench),
+    /// The CPU kernels against the machine's limits measured in the same run
+    /// (FMA peak of the widest ISA, streaming read bandwidth): encode at batch 64
+    /// and 1 (f32 packed, zero-copy, bf16), dense and sparse decode, the ITO
+    /// correlation step; PyTorch (else numpy) encode beside them.
+    Cpu(CpuBench),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CpuBench {
+    #[command(flatten)]
+    shape: Shape,
+    /// Rows per batched call.
+    #[arg(long, default_value = "64", value_parser = check::positive)]
+    batch: usize,
+    /// Timed calls per figure (best of).
+    #[arg(long, default_value = "10", value_parser = check::positive)]
+    iters: usize,
+    /// Skip the Python peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_parser = check::threads)]
+    threads: usize,
+    /// ISA level (portable, avx2, avx512, neon); default: the fastest present.
+    #[arg(long, value_parser = check::isa)]
+    isa: Option<saeplug::backend::cpu::Isa>,
 }
 
 /// Sizes shared by the benchmarks.
@@ -53,6 +79,15 @@ pub(crate) struct EncodeBench {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_parser = check::threads)]
     threads: usize,
+    /// ISA level (portable, avx2, avx512, neon); default: the fastest present.
+    #[arg(long, value_parser = check::isa)]
+    isa: Option<saeplug::backend::cpu::Isa>,
+    /// Encoder weight storage: f32 (packed once), zero-copy, bf16.
+    #[arg(long, default_value = "f32", value_parser = check::weight_storage)]
+    weights: saeplug::backend::cpu::WeightStorage,
+    /// Skip measuring the machine's limits (FMA peak, read bandwidth).
+    #[arg(long)]
+    no_roofline: bool,
 }
 
 #[derive(Args, Debug)]
@@ -107,7 +142,224 @@ pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Open(a) => open(a),
         BenchCommand::Gpu(a) => gpu(a),
         BenchCommand::Ito(a) => ito(a),
+        BenchCommand::Cpu(a) => cpu_kernels(a),
     }
+}
+
+/// The machine's limits for `cpu`'s ISA and threads, measured now.
+struct Limits {
+    /// Measured FMA peak, GFLOP/s.
+    peak: f64,
+    /// Streaming read bandwidth, GB/s.
+    bw: f64,
+}
+
+fn limits(cpu: &CpuBackend, bytes: usize) -> Result<Limits> {
+    use saeplug::backend::cpu::roofline;
+    let isa = cpu.isa();
+    let widest = *saeplug::backend::cpu::Isa::available()
+        .last()
+        .unwrap_or(&isa);
+    let t = cpu.threads();
+    let peak = roofline::fma_peak(widest, t, 1.0)?;
+    let theory = roofline::theoretical_peak(widest, t);
+    println!(
+        "roofline: FMA peak {} x {t} threads {peak:.1} GFLOP/s measured (register-only, 12 accumulators, best of 3 x 1 s); theoretical at the nominal {} GHz with 2 FMA pipes/core: {}",
+        widest.name(),
+        roofline::nominal_ghz().map_or("?".into(), |g| format!("{g:.2}")),
+        theory.map_or("unknown".into(), |t| format!("{t:.1} GFLOP/s"))
+    );
+    if isa != widest {
+        let own = roofline::fma_peak(isa, t, 1.0)?;
+        println!(
+            "roofline: FMA peak {} (the kernels' ISA) {own:.1} GFLOP/s",
+            isa.name()
+        );
+    }
+    let bw = roofline::read_bandwidth(bytes, t);
+    println!(
+        "roofline: streaming read {bw:.1} GB/s ({:.0} MB, {t} threads, best of 3)",
+        bytes as f64 / 1e6
+    );
+    Ok(Limits { peak, bw })
+}
+
+fn backend(threads: usize, isa: Option<saeplug::backend::cpu::Isa>) -> Result<CpuBackend> {
+    let cpu = CpuBackend::try_new(threads)?;
+    match isa {
+        Some(i) => cpu.with_isa(i),
+        None => Ok(cpu),
+    }
+}
+
+fn cpu_kernels(a: CpuBench) -> Result<()> {
+    use saeplug::backend::cpu::WeightStorage;
+    use saeplug::solve::{Solver, SolverParams, solve};
+    let (d_in, d_sae, batch, iters) = (a.shape.d_in, a.shape.d_sae, a.batch, a.iters);
+    let cpu = backend(a.threads, a.isa)?;
+    println!(
+        "saeplug cpu: {} threads, ISA {} (available: {})",
+        cpu.threads(),
+        cpu.isa().name(),
+        saeplug::backend::cpu::Isa::available()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let w_bytes = d_in * d_sae * 4;
+    let lim = limits(&cpu, w_bytes)?;
+    let dir = bench_dir("cpu");
+    make_sae(&dir, d_in, d_sae)?;
+    let sae = Sae::open(&dir)?;
+    assert_zero_copy(&sae)?;
+    let mut rng = Rng::new(3);
+    let xb = rng.normal_vec(batch * d_in, 1.0);
+    let x1 = rng.normal_vec(d_in, 1.0);
+    let flop = |rows: usize| 2.0 * (rows * d_in * d_sae) as f64;
+    let mut f32_batch1 = f64::NAN;
+    let mut f32_codes = Vec::new();
+    for storage in [
+        WeightStorage::PackedF32,
+        WeightStorage::ZeroCopy,
+        WeightStorage::PackedBf16,
+    ] {
+        let c = cpu.clone().with_weight_storage(storage);
+        let open = Instant::now();
+        c.encode(&sae, &xb, &mut crate::zeros(batch * d_sae)?)?;
+        let first = open.elapsed().as_secs_f64();
+        let mut out = crate::zeros(batch * d_sae)?;
+        let t = time_it("encode", iters, || {
+            c.encode(&sae, &xb, &mut out).map(|_| ())
+        })?;
+        let g = flop(batch) / t / 1e9;
+        println!(
+            "encode {storage:?} batch {batch}: {:.2} ms, {g:.1} GFLOP/s = {:.0}% of the FMA peak (first call {:.0} ms incl. packing)",
+            t * 1e3,
+            100.0 * g / lim.peak,
+            first * 1e3
+        );
+        let mut out1 = crate::zeros(d_sae)?;
+        let t1 = time_it("encode", iters * 5, || {
+            c.encode(&sae, &x1, &mut out1).map(|_| ())
+        })?;
+        let bytes = if storage == WeightStorage::PackedBf16 {
+            2
+        } else {
+            4
+        };
+        let gbs = (d_in * d_sae * bytes) as f64 / t1 / 1e9;
+        let mut extra = String::new();
+        if storage == WeightStorage::PackedF32 {
+            f32_batch1 = t1;
+            f32_codes = out.clone();
+        } else if storage == WeightStorage::PackedBf16 {
+            let scale = f32_codes.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+            let err = out
+                .iter()
+                .zip(&f32_codes)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let flips = out
+                .iter()
+                .zip(&f32_codes)
+                .filter(|(a, b)| (**a > 0.0) != (**b > 0.0))
+                .count();
+            extra = format!(
+                "; {:.2}x the f32 speed; features vs f32: max |err| {err:.2e} = {:.2e} of max |f|, {flips} of {} on/off flips",
+                f32_batch1 / t1,
+                err / scale,
+                out.len()
+            );
+        }
+        println!(
+            "encode {storage:?} batch 1: {:.3} ms, W_enc ({} MB) streamed at {gbs:.1} GB/s = {:.0}% of the read bandwidth{extra}",
+            t1 * 1e3,
+            d_in * d_sae * bytes / 1_000_000,
+            100.0 * gbs / lim.bw
+        );
+    }
+    // Dense decode: f [batch, d_sae] @ W_dec [d_sae, d_in].
+    let mut f = crate::zeros(batch * d_sae)?;
+    let dn = cpu.encode(&sae, &xb, &mut f)?;
+    let mut recon = crate::zeros(batch * d_in)?;
+    let t = time_it("decode", iters, || cpu.decode(&sae, &f, &dn, &mut recon))?;
+    let g = flop(batch) / t / 1e9;
+    println!(
+        "dense decode batch {batch}: {:.2} ms, {g:.1} GFLOP/s = {:.0}% of the FMA peak",
+        t * 1e3,
+        100.0 * g / lim.peak
+    );
+    // Sparse decode: k = 32 decoder rows per token.
+    let k = 32.min(d_sae);
+    let mut r2 = Rng::new(9);
+    let mut dense = crate::zeros(batch * d_sae)?;
+    for row in dense.chunks_exact_mut(d_sae) {
+        for _ in 0..k {
+            row[(r2.next_u64() % d_sae as u64) as usize] = 1.0;
+        }
+    }
+    let codes = saeplug::SparseCodes::from_dense(&dense, d_sae, Vec::new());
+    let t = time_it("sparse decode", iters * 5, || {
+        cpu.decode_sparse(&sae, &codes, &mut recon)
+    })?;
+    let nnz = codes.indices.len();
+    let gbs = (nnz * d_in * 4) as f64 / t / 1e9;
+    println!(
+        "sparse decode batch {batch}, k {k}: {:.3} ms, decoder rows read at {gbs:.1} GB/s = {:.0}% of the read bandwidth ({nnz} rows of {} KB)",
+        t * 1e3,
+        100.0 * gbs / lim.bw,
+        d_in * 4 / 1000
+    );
+    // ITO correlation: MP is one residual x W_dec^T GEMM per step.
+    let steps = 8.min(d_sae);
+    let p = SolverParams::new(Solver::MatchingPursuit, steps);
+    let t = time_it("mp", iters.div_ceil(2), || {
+        solve(&cpu, &sae, &xb, &p).map(|_| ())
+    })?;
+    let g = steps as f64 * flop(batch) / t / 1e9;
+    println!(
+        "ITO correlation (matching pursuit, {steps} steps, batch {batch}): {:.2} ms, {g:.1} GFLOP/s in the correlation GEMMs = {:.0}% of the FMA peak (whole solve timed)",
+        t * 1e3,
+        100.0 * g / lim.peak
+    );
+    // The trainer's shape (SmolLM2 d_in 576, d_sae 4608, batch 4096): a weight that
+    // changes every step, so packed per call (zero-copy storage).
+    let (td, ts, tb) = (576.min(d_in), 4608.min(d_sae), 4096.min(batch * 64));
+    let tsae = random_sae(td, ts, Architecture::Standard, 4)?;
+    let tx = Rng::new(5).normal_vec(tb * td, 1.0);
+    let zc = cpu.clone().with_weight_storage(WeightStorage::ZeroCopy);
+    let mut tf = crate::zeros(tb * ts)?;
+    let t = time_it("train-shape encode", iters.div_ceil(2), || {
+        zc.encode(&tsae, &tx, &mut tf).map(|_| ())
+    })?;
+    let g = 2.0 * (tb * td * ts) as f64 / t / 1e9;
+    println!(
+        "encoder GEMM at the trainer's shape ({tb} x {td} x {ts}, weights packed per call): {:.2} ms, {g:.1} GFLOP/s = {:.0}% of the FMA peak",
+        t * 1e3,
+        100.0 * g / lim.peak
+    );
+    if !a.no_peer {
+        for (rows, x) in [(batch, &xb), (1, &x1)] {
+            let xp = dir.join("x.npy");
+            write_npy(&xp, &[rows, d_in], x)?;
+            let iters_s = (iters * if rows == 1 { 5 } else { 1 }).to_string();
+            let v = run_peer(
+                "peer_encode.py",
+                &[dir.as_os_str(), xp.as_os_str(), iters_s.as_ref()],
+            )?;
+            let peer_s = v["seconds_per_call"].as_f64().unwrap_or(f64::NAN);
+            let g = flop(rows) / peer_s / 1e9;
+            println!(
+                "peer {} encode batch {rows}: {:.3} ms, {g:.1} GFLOP/s = {:.0}% of the FMA peak, {:.0}% of the read bandwidth",
+                v["peer"].as_str().unwrap_or("?"),
+                peer_s * 1e3,
+                100.0 * g / lim.peak,
+                100.0 * w_bytes as f64 / peer_s / 1e9 / lim.bw
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
 }
 
 /// Run a peer script from bench/ with `args`; its stdout is one JSON object.
@@ -199,7 +451,12 @@ fn encode(a: EncodeBench) -> Result<()> {
     let sae = Sae::open(&dir)?;
     assert_zero_copy(&sae)?;
     let x = Rng::new(3).normal_vec(batch * d_in, 1.0);
-    let cpu = CpuBackend::try_new(a.threads)?;
+    let cpu = backend(a.threads, a.isa)?.with_weight_storage(a.weights);
+    let lim = if a.no_roofline {
+        None
+    } else {
+        Some(limits(&cpu, d_in * d_sae * 4)?)
+    };
     let mut out = crate::zeros(batch * d_sae)?;
     for _ in 0..3 {
         cpu.encode(&sae, &x, &mut out)?;
@@ -215,12 +472,29 @@ fn encode(a: EncodeBench) -> Result<()> {
     let flop = 2.0 * (batch * d_in * d_sae) as f64;
     let l0 = out.iter().filter(|v| **v > 0.0).count() as f64 / batch as f64;
     println!(
-        "saeplug cpu ({} threads): encode d_in {d_in}, d_sae {d_sae}, batch {batch}: {:.2} ms/call, {:.0} rows/s, {:.1} GFLOP/s, L0 {l0:.0}",
+        "saeplug cpu ({} threads, {}, {:?}): encode d_in {d_in}, d_sae {d_sae}, batch {batch}: {:.2} ms/call, {:.0} rows/s, {:.1} GFLOP/s, L0 {l0:.0}",
         cpu.threads(),
+        cpu.isa().name(),
+        a.weights,
         ours * 1e3,
         batch as f64 / ours,
         flop / ours / 1e9
     );
+    let bytes = if a.weights == saeplug::backend::cpu::WeightStorage::PackedBf16 {
+        2
+    } else {
+        4
+    };
+    let fractions = |secs: f64| -> String {
+        lim.as_ref().map_or(String::new(), |l| {
+            format!(
+                " = {:.0}% of the FMA peak, W_enc streamed at {:.0}% of the read bandwidth",
+                100.0 * flop / secs / 1e9 / l.peak,
+                100.0 * (d_in * d_sae * bytes) as f64 / secs / 1e9 / l.bw
+            )
+        })
+    };
+    println!("saeplug:{}", fractions(ours));
     if !a.no_peer {
         let xp = dir.join("x.npy");
         write_npy(&xp, &[batch, d_in], &x)?;
@@ -236,6 +510,10 @@ fn encode(a: EncodeBench) -> Result<()> {
             peer_s * 1e3,
             flop / peer_s / 1e9,
             v["l0"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "peer:{}",
+            fractions(peer_s).replace("W_enc streamed", "W_enc (f32) streamed",)
         );
         println!("ratio (peer time / saeplug time): {:.2}x", peer_s / ours);
     }

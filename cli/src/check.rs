@@ -188,6 +188,34 @@ pub(crate) fn features_in_range(
     Ok(())
 }
 
+/// An ISA level by name (`portable`, `avx2`, `avx512`, `neon`) that this CPU runs.
+pub(crate) fn isa(s: &str) -> std::result::Result<saeplug::backend::cpu::Isa, String> {
+    use saeplug::backend::cpu::Isa;
+    let isa = Isa::parse(s).ok_or_else(|| {
+        format!(
+            "{s:?} is no ISA level; use one of {}",
+            Isa::ALL.map(Isa::name).join(", ")
+        )
+    })?;
+    if !isa.is_available() {
+        return Err(format!("this CPU cannot run the {} kernels", isa.name()));
+    }
+    Ok(isa)
+}
+
+/// Encoder weight storage: `f32` (packed once), `zero-copy`, `bf16`.
+pub(crate) fn weight_storage(
+    s: &str,
+) -> std::result::Result<saeplug::backend::cpu::WeightStorage, String> {
+    use saeplug::backend::cpu::WeightStorage;
+    match s {
+        "f32" => Ok(WeightStorage::PackedF32),
+        "zero-copy" => Ok(WeightStorage::ZeroCopy),
+        "bf16" => Ok(WeightStorage::PackedBf16),
+        _ => Err(format!("{s:?}: use f32, zero-copy or bf16")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

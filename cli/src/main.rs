@@ -462,7 +462,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         }
         bar.inc((xc.len() / d) as u64);
     }
-    bar.finish_and_clear();
+    progress::done(&bar);
     let dt = t.elapsed();
     let l0 = f.iter().filter(|v| **v != 0.0).count() as f64 / n.max(1) as f64;
     if a.output.extension().is_some_and(|e| e == "npy") {

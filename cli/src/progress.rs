@@ -39,6 +39,16 @@ pub(crate) fn bar(len: u64, what: &str, unit: &str) -> ProgressBar {
     pb
 }
 
+/// End `pb`: on a terminal the bar is cleared; as plain lines (`--progress` on a
+/// non-terminal) the final count is always written, however fast the work was.
+pub(crate) fn done(pb: &ProgressBar) {
+    if !std::io::stderr().is_terminal() && FORCED.load(Ordering::Relaxed) {
+        pb.finish();
+    } else {
+        pb.finish_and_clear();
+    }
+}
+
 /// A spinner for work of unknown length.
 pub(crate) fn spinner(what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, target())

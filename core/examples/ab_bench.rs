@@ -51,6 +51,14 @@ fn main() -> saeplug::Result<()> {
     time("encode_b1", rounds * 5, || {
         cpu.encode(&sae, &x1, &mut f1).expect("encode");
     });
+    let mut recon = vec![0.0f32; 64 * d];
+    time("decode_b64", rounds, || {
+        cpu.decode(&sae, &f64_, &[], &mut recon).expect("decode");
+    });
+    let mp = SolverParams::new(Solver::MatchingPursuit, 8);
+    time("ito_mp_k8_64rows", rounds.div_ceil(4), || {
+        cpu.solve(&sae, &x64, &mp).expect("solve");
+    });
     let xs = sparse_data(&sae, 8, 16, 0.01, 3);
     for (name, s) in [
         ("ito_gp_k32_8rows", Solver::GradientPursuit),

@@ -43,6 +43,14 @@ struct NonFiniteWeight {
     value: f32,
 }
 
+/// One derived copy of an SAE's weights (see [`Sae::derived`]).
+#[derive(Debug)]
+struct DerivedSlot {
+    key: u64,
+    bytes: usize,
+    value: Arc<dyn std::any::Any + Send + Sync>,
+}
+
 /// A loaded sparse autoencoder. Cheap to share across threads (`Send + Sync`);
 /// all compute entry points take `&Sae`.
 ///
@@ -75,6 +83,9 @@ pub struct Sae {
     exp_r_mag: OnceLock<Vec<f32>>,
     /// First non-finite weight, found on first use.
     non_finite: OnceLock<Option<NonFiniteWeight>>,
+    /// Backend-owned derived copies of the weights (packed panels), by key; they
+    /// live and die with the SAE.
+    derived: std::sync::Mutex<Vec<DerivedSlot>>,
     id: u64,
 }
 
@@ -199,6 +210,7 @@ impl Sae {
             dec_norms: OnceLock::new(),
             exp_r_mag: OnceLock::new(),
             non_finite: OnceLock::new(),
+            derived: std::sync::Mutex::new(Vec::new()),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -229,6 +241,64 @@ impl Sae {
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_loaded(crate::format::load(path.as_ref())?)
+    }
+
+    /// The derived copy stored under `key`, made by `make` on first use. `make`
+    /// runs without any lock held (it may run on a thread pool whose workers pick
+    /// up other calls on this SAE meanwhile); callers racing for the same key may
+    /// each make a copy, and the first one stored is the one every caller gets.
+    /// Backends keep packed weights here so that they are freed with the SAE.
+    pub(crate) fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        key: u64,
+        make: impl FnOnce() -> Result<(T, usize)>,
+    ) -> Result<Arc<T>> {
+        let lookup = |slots: &Vec<DerivedSlot>| {
+            slots
+                .iter()
+                .find(|s| s.key == key)
+                .and_then(|s| Arc::clone(&s.value).downcast::<T>().ok())
+        };
+        let lock = || {
+            self.derived
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(t) = lookup(&lock()) {
+            return Ok(t);
+        }
+        let (t, bytes) = make()?;
+        let mut slots = lock();
+        if let Some(first) = lookup(&slots) {
+            return Ok(first);
+        }
+        let t = Arc::new(t);
+        slots.retain(|s| s.key != key);
+        slots.push(DerivedSlot {
+            key,
+            bytes,
+            value: t.clone(),
+        });
+        Ok(t)
+    }
+
+    /// Bytes held by derived copies (packed weights) of this SAE.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 1)?;
+    /// assert_eq!(sae.derived_bytes(), 0);
+    /// CpuBackend::new(1).encode(&sae, &vec![0.5; 16], &mut vec![0.0; 64])?;
+    /// assert!(sae.derived_bytes() >= 16 * 64 * 4); // W_enc packed once (f32)
+    /// # Ok(()) }
+    /// ```
+    pub fn derived_bytes(&self) -> usize {
+        let slots = self
+            .derived
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.iter().map(|s| s.bytes).sum()
     }
 
     /// A process-unique identity (backends key cached device copies by it).

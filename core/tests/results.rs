@@ -230,3 +230,37 @@ fn with_scaled_decoder(sae: &saeplug::Sae) -> saeplug::Sae {
     };
     saeplug::Sae::from_parts(sae.config().clone(), weights).expect("SAE")
 }
+
+/// Many host threads encoding with one SAE and one pooled backend while its
+/// packed weights are first made: no deadlock (packing runs on the pool with no
+/// lock held), every result equal, one packed copy kept.
+#[test]
+fn concurrent_first_encodes_share_one_packed_copy_without_deadlock() {
+    use std::sync::mpsc;
+    let sae =
+        Arc::new(saeplug::synthetic::random_sae(96, 2000, Architecture::Standard, 4).unwrap());
+    let cpu = CpuBackend::new(2);
+    let x: Vec<f32> = (0..8 * 96)
+        .map(|i| ((i * 37) % 11) as f32 * 0.1 - 0.5)
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..6 {
+        let (sae, cpu, x, tx) = (Arc::clone(&sae), cpu.clone(), x.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut f = vec![0.0; 8 * 2000];
+            let r = cpu.encode(&sae, &x, &mut f).map(|_| f);
+            tx.send(r).ok();
+        });
+    }
+    drop(tx);
+    let mut results = Vec::new();
+    for _ in 0..6 {
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("an encode hung (deadlock?)");
+        results.push(r.unwrap());
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    // One packed W_enc (f32, 48-column panels: 2000 -> 2016 columns).
+    assert_eq!(sae.derived_bytes(), 96 * 2016 * 4);
+}

@@ -211,9 +211,27 @@ pub fn transposed(sae: &Sae) -> Sae {
     )
 }
 
+/// Every f32 CPU kernel variant this machine runs: each available ISA level with
+/// the encoder packed once and read in place (zero-copy), on two threads.
+#[allow(dead_code, reason = "each test binary uses a different subset")]
+pub fn cpu_variants() -> Vec<(String, saeplug::CpuBackend)> {
+    use saeplug::backend::cpu::{Isa, WeightStorage};
+    let mut out = Vec::new();
+    for isa in Isa::available() {
+        for storage in [WeightStorage::PackedF32, WeightStorage::ZeroCopy] {
+            let cpu = saeplug::CpuBackend::new(2)
+                .with_isa(isa)
+                .expect("available ISA")
+                .with_weight_storage(storage);
+            out.push((format!("{}/{storage:?}", isa.name()), cpu));
+        }
+    }
+    out
+}
+
 /// One test body, every backend: `backend_test!(body, body_cpu, body_wgpu)` emits
 /// `#[test] fn body_cpu` (runs `body(&dyn Backend)` on the CPU backend with 1, 2
-/// and 3 threads) and `#[test] fn body_wgpu` (on the wgpu backend opened with the
+/// and 3 threads, then on every f32 kernel variant of [`cpu_variants`]) and `#[test] fn body_wgpu` (on the wgpu backend opened with the
 /// optional fourth argument, a `WgpuOptions`; fails without an adapter unless
 /// `SAEPLUG_ALLOW_NO_GPU=1`, see [`gpu_or_fail`]).
 macro_rules! backend_test {
@@ -225,6 +243,9 @@ macro_rules! backend_test {
         fn $cpu() {
             for threads in [1, 2, 3] {
                 $body(&saeplug::CpuBackend::new(threads));
+            }
+            for (_, cpu) in $crate::common::cpu_variants() {
+                $body(&cpu);
             }
         }
 

@@ -1,4 +1,5 @@
-//! Multi-threaded CPU backend: GEMM from the `gemm` crate, per-row activations,
+//! Multi-threaded CPU backend: a packed GEMM with a micro-kernel per vector ISA
+//! ([`Isa`], picked at run time), activations fused into the GEMM's output pass,
 //! all on one pool of worker threads per backend (started once, shared by its
 //! clones, sized by the backend's bounded thread count).
 //!
@@ -18,6 +19,7 @@
 mod decode;
 pub(crate) mod encode;
 pub(crate) mod gemm;
+pub(crate) mod kernel;
 mod solve;
 mod steer;
 pub(crate) mod train;
@@ -28,6 +30,8 @@ use crate::backend::{Backend, Denorm, SparseCodes};
 use crate::error::{Error, Result};
 use crate::params::{Edit, FeatureSource, SolveInfo, SolverParams};
 use crate::sae::Sae;
+
+pub use kernel::{ISA_ENV, Isa, WeightStorage, roofline};
 
 /// The most worker threads a CPU backend uses. Larger requests are refused by
 /// [`CpuBackend::try_new`] and clamped by [`CpuBackend::new`].
@@ -53,6 +57,10 @@ pub const MAX_THREADS: usize = 256;
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     threads: usize,
+    /// The micro-kernels' vector ISA.
+    isa: Isa,
+    /// How the encoder's weights are read.
+    storage: WeightStorage,
     /// The workers every call of this backend (and its clones) runs on: one pool
     /// of `threads` threads, started once; `None` for one thread.
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -97,6 +105,8 @@ impl CpuBackend {
             })?;
         Ok(CpuBackend {
             threads,
+            isa: default_isa(),
+            storage: WeightStorage::default(),
             pool: Some(Arc::new(pool)),
         })
     }
@@ -104,12 +114,15 @@ impl CpuBackend {
     fn single_thread() -> Self {
         CpuBackend {
             threads: 1,
+            isa: default_isa(),
+            storage: WeightStorage::default(),
             pool: None,
         }
     }
 
-    /// Like [`CpuBackend::new`], but a count above [`MAX_THREADS`], or workers
-    /// that cannot be started, are an error instead of being clamped.
+    /// Like [`CpuBackend::new`], but a count above [`MAX_THREADS`], workers that
+    /// cannot be started, or a `SAEPLUG_CPU_ISA` this CPU cannot run, are an error
+    /// instead of being clamped or ignored.
     ///
     /// ```
     /// assert_eq!(saeplug::CpuBackend::try_new(2).unwrap().threads(), 2);
@@ -121,16 +134,72 @@ impl CpuBackend {
                 "{threads} threads requested; the CPU backend uses at most {MAX_THREADS}"
             )));
         }
+        Isa::from_env()?;
         Self::start(threads)
+    }
+
+    /// The same backend running the kernels of `isa` (an error when this CPU
+    /// cannot run it).
+    ///
+    /// ```
+    /// use saeplug::backend::cpu::Isa;
+    /// let cpu = saeplug::CpuBackend::new(1).with_isa(Isa::Portable).unwrap();
+    /// assert_eq!(cpu.isa(), Isa::Portable);
+    /// ```
+    pub fn with_isa(mut self, isa: Isa) -> Result<Self> {
+        isa.check()?;
+        self.isa = isa;
+        Ok(self)
+    }
+
+    /// The same backend storing the encoder's weights as `storage`.
+    ///
+    /// ```
+    /// # fn main() -> saeplug::Result<()> {
+    /// use saeplug::{Backend, CpuBackend, backend::cpu::WeightStorage};
+    /// let sae = saeplug::synthetic::random_sae(16, 64, saeplug::Architecture::Standard, 1)?;
+    /// let zero_copy = CpuBackend::new(1).with_weight_storage(WeightStorage::ZeroCopy);
+    /// zero_copy.encode(&sae, &vec![0.5; 16], &mut vec![0.0; 64])?;
+    /// assert_eq!(sae.derived_bytes(), 0); // nothing copied
+    /// # Ok(()) }
+    /// ```
+    pub fn with_weight_storage(mut self, storage: WeightStorage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The ISA the kernels run.
+    ///
+    /// ```
+    /// # unsafe { std::env::remove_var("SAEPLUG_CPU_ISA") };
+    /// let cpu = saeplug::CpuBackend::new(1);
+    /// assert_eq!(cpu.isa(), saeplug::backend::cpu::Isa::detected());
+    /// ```
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// How the encoder's weights are stored.
+    ///
+    /// ```
+    /// use saeplug::backend::cpu::WeightStorage;
+    /// assert_eq!(saeplug::CpuBackend::new(1).weight_storage(), WeightStorage::PackedF32);
+    /// ```
+    pub fn weight_storage(&self) -> WeightStorage {
+        self.storage
     }
 
     /// A one-thread backend for work too small to split.
     fn single(&self) -> Self {
-        Self::single_thread()
+        CpuBackend {
+            threads: 1,
+            pool: None,
+            ..self.clone()
+        }
     }
 
     /// Run `f` with this backend's pool as the current rayon pool (so a library
-    /// that parallelises with rayon, such as `gemm`, uses these workers).
+    /// that parallelises with rayon, such as the GEMM driver, uses these workers).
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(p) => p.install(f),
@@ -159,6 +228,12 @@ impl CpuBackend {
     pub fn threads(&self) -> usize {
         self.threads
     }
+}
+
+/// The ISA `SAEPLUG_CPU_ISA` forces, else the fastest present (an unusable value
+/// is ignored here; [`CpuBackend::try_new`] reports it).
+fn default_isa() -> Isa {
+    Isa::from_env().ok().flatten().unwrap_or_else(Isa::detected)
 }
 
 /// Run `f(first_row, rows)` over `data` split into blocks of whole rows, on the
@@ -255,7 +330,7 @@ mod tests {
             .map(|n| Some(n.to_string()))
             .collect();
         assert_eq!(names, want);
-        // rayon users (gemm) see the backend's pool, not the global one.
+        // rayon users (the GEMM driver) see the backend's pool, not the global one.
         assert_eq!(cpu.install(rayon::current_num_threads), 2);
         assert_eq!(CpuBackend::new(1).install(|| 7), 7);
         assert!(CpuBackend::new(1).pool.is_none());
