@@ -526,6 +526,13 @@ impl Trainer {
                 x.len()
             )));
         }
+        if x.len() / d > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "a batch of {} rows is too large (at most {})",
+                x.len() / d,
+                u32::MAX
+            )));
+        }
         if let Some(pos) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 row: pos / d,
