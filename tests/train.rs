@@ -82,6 +82,14 @@ fn topk_recovers_the_toy_features() {
 }
 
 #[test]
+fn topk_with_decoder_norm_rescaling_recovers_the_toy_features() {
+    let mut c = cfg(Arch::TopK, STEPS);
+    c.rescale_acts_by_decoder_norm = true;
+    let (frac, _, _) = recover("topk (rescale_acts_by_decoder_norm)", c, STEPS);
+    assert!(frac >= 0.9, "{frac}");
+}
+
+#[test]
 fn batchtopk_recovers_the_toy_features() {
     let (frac, _, _) = recover("batchtopk", cfg(Arch::BatchTopK, STEPS), STEPS);
     assert!(frac >= 0.9, "{frac}");

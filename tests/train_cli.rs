@@ -173,7 +173,7 @@ fn ctrl_c_writes_a_checkpoint_and_resume_finishes_the_same() {
     let (input, _) = toy_input(&dir, 3000);
     let straight = dir.join("straight");
     let parts = dir.join("parts");
-    let args = ["--tokens", "2000000", "--d-sae", "256"];
+    let args = ["--tokens", "600000", "--d-sae", "256"];
     let mut child = train(&input, &parts, &args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -256,6 +256,16 @@ fn bad_input_is_refused_before_training() {
         "checkpoint.safetensors",
     );
     assert!(!out.join("sae_weights.safetensors").exists());
+    // A checkpoint resumed on an input of another width.
+    let ck = dir.join("ck");
+    let o = train(&input, &ck, &["--stop-after", "1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{o:?}");
+    let narrow = dir.join("narrow.npy");
+    write_npy(&narrow, &[100, 16], &[0.5; 1600]).unwrap();
+    fail(&mut train(&narrow, &ck, &["--resume"]), "d_in 32");
+    // A corrupt checkpoint is an error, not a crash.
+    std::fs::write(ck.join("checkpoint.safetensors"), b"\x08\0\0\0\0\0\0\0{}").unwrap();
+    fail(&mut train(&input, &ck, &["--resume"]), "checkpoint");
     // A matrix that is not [n, d_in].
     let flat = dir.join("flat.npy");
     write_npy(&flat, &[64], &[0.0; 64]).unwrap();

@@ -86,6 +86,10 @@ pub(crate) struct TrainArgs {
     /// AuxK coefficient (topk, batchtopk; 0 = off).
     #[arg(long, default_value = "1", value_parser = check::non_negative)]
     aux_coeff: f32,
+    /// Rank h_i·‖W_dec,i‖ and decode with unit decoder rows (SAELens's
+    /// rescale_acts_by_decoder_norm; topk, batchtopk).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    rescale_acts_by_decoder_norm: bool,
     /// Matryoshka nested widths, comma separated, ascending, each below d_sae (topk, batchtopk).
     #[arg(long, value_delimiter = ',', value_parser = check::positive)]
     matryoshka: Vec<usize>,
@@ -150,6 +154,7 @@ impl TrainArgs {
         }
         c.ghost_grads = self.ghost_grads;
         c.aux_coeff = self.aux_coeff;
+        c.rescale_acts_by_decoder_norm = self.rescale_acts_by_decoder_norm;
         c.matryoshka = self.matryoshka.clone();
         c.bandwidth = self.bandwidth as f32;
         c.init_threshold = self.init_threshold as f32;

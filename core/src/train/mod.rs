@@ -132,6 +132,9 @@ pub struct TrainConfig {
     pub bandwidth: f32,
     /// JumpReLU initial threshold.
     pub init_threshold: f32,
+    /// TopK/BatchTopK rank `h_i · ‖W_dec,i‖` and decode the codes with unit
+    /// decoder rows (SAELens's `rescale_acts_by_decoder_norm`; default off).
+    pub rescale_acts_by_decoder_norm: bool,
     /// Matryoshka nested widths (each below `d_sae`, ascending; TopK/BatchTopK).
     pub matryoshka: Vec<usize>,
     /// Peak learning rate.
@@ -179,6 +182,7 @@ impl TrainConfig {
             },
             ghost_grads: false,
             aux_coeff: 1.0,
+            rescale_acts_by_decoder_norm: false,
             bandwidth: 0.05,
             init_threshold: 0.01,
             matryoshka: Vec::new(),
@@ -268,6 +272,7 @@ impl TrainConfig {
         json!({
             "arch": self.arch.name(), "d_in": self.d_in, "d_sae": self.d_sae, "k": self.k,
             "l1_coeff": self.l1_coeff, "ghost_grads": self.ghost_grads, "aux_coeff": self.aux_coeff,
+            "rescale_acts_by_decoder_norm": self.rescale_acts_by_decoder_norm,
             "bandwidth": self.bandwidth, "init_threshold": self.init_threshold,
             "matryoshka": self.matryoshka, "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
             "adam_eps": self.adam_eps, "batch_size": self.batch_size, "total_steps": self.total_steps,
@@ -289,6 +294,7 @@ impl TrainConfig {
         c.l1_coeff = f("l1_coeff")?;
         c.ghost_grads = v.get("ghost_grads")?.as_bool()?;
         c.aux_coeff = f("aux_coeff")?;
+        c.rescale_acts_by_decoder_norm = v.get("rescale_acts_by_decoder_norm")?.as_bool()?;
         c.bandwidth = f("bandwidth")?;
         c.init_threshold = f("init_threshold")?;
         c.matryoshka = v
@@ -520,6 +526,13 @@ impl Trainer {
                 x.len()
             )));
         }
+        if x.len() / d > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "a batch of {} rows is too large (at most {})",
+                x.len() / d,
+                u32::MAX
+            )));
+        }
         if let Some(pos) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 row: pos / d,
@@ -669,10 +682,23 @@ impl Trainer {
     /// ```
     pub fn to_sae(&self) -> Result<Sae> {
         let (d, ds, s) = (self.cfg.d_in, self.cfg.d_sae, self.scale);
+        // When the codes are ranked by decoder norms, the saved decoder rows are unit
+        // norm (as SAELens saves): with c_i = ‖W_i‖ / s, W_enc·s·c_i, b_enc·c_i,
+        // W_dec/(s·c_i); the codes are then h_i·‖W_i‖/s (raw units).
+        let norm: Vec<f32> = if self.rescales() {
+            self.p
+                .w_dec
+                .chunks_exact(d)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                .map(|n| if n > 0.0 { n / s } else { 1.0 })
+                .collect()
+        } else {
+            vec![1.0; ds]
+        };
         let mut w_enc = vec![0.0f32; d * ds];
         for i in 0..ds {
             for j in 0..d {
-                w_enc[j * ds + i] = self.p.w_enc_t[i * d + j] * s;
+                w_enc[j * ds + i] = self.p.w_enc_t[i * d + j] * s * norm[i];
             }
         }
         let architecture = match self.cfg.arch {
@@ -680,23 +706,34 @@ impl Trainer {
             Arch::TopK => Architecture::TopK {
                 k: self.cfg.k,
                 order: TopKOrder::TopKThenRelu,
-                rescale_by_decoder_norm: false,
+                rescale_by_decoder_norm: self.cfg.rescale_acts_by_decoder_norm,
             },
             Arch::BatchTopK | Arch::JumpRelu => Architecture::JumpRelu,
         };
         let threshold = match self.cfg.arch {
             Arch::JumpRelu => Some(self.p.log_threshold.iter().map(|l| l.exp()).collect()),
+            // Tracked on h·‖W‖ in training units; the saved codes are that over s.
+            Arch::BatchTopK if self.rescales() => Some(vec![self.topk_threshold / s; ds]),
             Arch::BatchTopK => Some(vec![self.topk_threshold; ds]),
             _ => None,
         };
         let w = SaeWeights {
             w_enc: Tensor::owned("W_enc", vec![d, ds], w_enc)?,
             w_enc_transposed: false,
-            b_enc: Tensor::owned("b_enc", vec![ds], self.p.b_enc.clone())?,
+            b_enc: Tensor::owned(
+                "b_enc",
+                vec![ds],
+                self.p.b_enc.iter().zip(&norm).map(|(b, n)| b * n).collect(),
+            )?,
             w_dec: Tensor::owned(
                 "W_dec",
                 vec![ds, d],
-                self.p.w_dec.iter().map(|v| v / s).collect(),
+                self.p
+                    .w_dec
+                    .iter()
+                    .enumerate()
+                    .map(|(e, v)| v / s / norm[e / d])
+                    .collect(),
             )?,
             b_dec: Tensor::owned(
                 "b_dec",
@@ -756,6 +793,18 @@ impl Trainer {
         }
         let mut h = vec![0.0f32; xc.len() / d * ds];
         ops.affine_t(&xc, &self.p.w_enc_t, &self.p.b_enc, d, &mut h)?;
+        if self.rescales() {
+            // Ranked (and thresholded) on h_i · ‖W_i‖; returned over s (see to_sae).
+            let norms: Vec<f32> = self
+                .p
+                .w_dec
+                .chunks_exact(d)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                .collect();
+            for row in h.chunks_exact_mut(ds) {
+                row.iter_mut().zip(&norms).for_each(|(v, n)| *v *= n);
+            }
+        }
         for row in h.chunks_exact_mut(ds) {
             match self.cfg.arch {
                 Arch::Standard => row.iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -786,7 +835,15 @@ impl Trainer {
                 row.copy_from_slice(&keep);
             }
         }
+        if self.rescales() {
+            h.iter_mut().for_each(|v| *v /= self.scale);
+        }
         Ok(h)
+    }
+
+    fn rescales(&self) -> bool {
+        self.cfg.rescale_acts_by_decoder_norm
+            && matches!(self.cfg.arch, Arch::TopK | Arch::BatchTopK)
     }
 
     /// Write the whole training state (parameters, Adam moments, counters, scale,

@@ -81,6 +81,7 @@ fn forward(cfg: &TrainConfig, p: &P64, x: &[f64]) -> Fwd {
         }
     }
     let theta: Vec<f64> = p.lt.iter().map(|l| l.exp()).collect();
+    let rk = ranking(cfg, p, &h);
     let mut active = vec![false; nb * ds];
     match cfg.arch {
         Arch::Standard => {
@@ -96,17 +97,17 @@ fn forward(cfg: &TrainConfig, p: &P64, x: &[f64]) -> Fwd {
         Arch::TopK => {
             for b in 0..nb {
                 let mut idx: Vec<usize> = (0..ds).collect();
-                idx.sort_by(|&a, &c| h[b * ds + c].total_cmp(&h[b * ds + a]).then(a.cmp(&c)));
+                idx.sort_by(|&a, &c| rk[b * ds + c].total_cmp(&rk[b * ds + a]).then(a.cmp(&c)));
                 for &i in &idx[..cfg.k] {
-                    active[b * ds + i] = h[b * ds + i] > 0.0;
+                    active[b * ds + i] = rk[b * ds + i] > 0.0;
                 }
             }
         }
         Arch::BatchTopK => {
             let mut idx: Vec<usize> = (0..nb * ds).collect();
-            idx.sort_by(|&a, &c| h[c].max(0.0).total_cmp(&h[a].max(0.0)).then(a.cmp(&c)));
+            idx.sort_by(|&a, &c| rk[c].max(0.0).total_cmp(&rk[a].max(0.0)).then(a.cmp(&c)));
             for &e in &idx[..(cfg.k * nb).min(nb * ds)] {
-                active[e] = h[e] > 0.0;
+                active[e] = rk[e] > 0.0;
             }
         }
     }
@@ -131,6 +132,23 @@ fn forward(cfg: &TrainConfig, p: &P64, x: &[f64]) -> Fwd {
         xhat,
         theta,
     }
+}
+
+/// What TopK/BatchTopK rank: h, or h_i·‖W_dec,i‖ with `rescale_acts_by_decoder_norm`.
+fn ranking(cfg: &TrainConfig, p: &P64, h: &[f64]) -> Vec<f64> {
+    let (d, ds) = (cfg.d_in, cfg.d_sae);
+    let on = cfg.rescale_acts_by_decoder_norm && matches!(cfg.arch, Arch::TopK | Arch::BatchTopK);
+    (0..h.len())
+        .map(|e| {
+            let i = e % ds;
+            let n = if on {
+                (0..d).map(|j| sq(p.wd[i * d + j])).sum::<f64>().sqrt()
+            } else {
+                1.0
+            };
+            h[e] * n
+        })
+        .collect()
 }
 
 fn aux_selection(cfg: &TrainConfig, dead: &[bool], h: &[f64], b: usize) -> Vec<usize> {
@@ -218,7 +236,7 @@ pub(crate) fn loss(
     if uses_aux(cfg, dead) {
         let c = f64::from(cfg.aux_coeff) * aux_scale(cfg, dead);
         for b in 0..nb {
-            let sel = aux_selection(cfg, dead, &fw.h, b);
+            let sel = aux_selection(cfg, dead, &ranking(cfg, p, &fw.h), b);
             for j in 0..d {
                 let mut s = p.bd[j];
                 for &i in &sel {
@@ -352,7 +370,7 @@ pub(crate) fn grads(cfg: &TrainConfig, p: &P64, dead: &[bool], lambda: f64, x: &
     if uses_aux(cfg, dead) {
         let c = f64::from(cfg.aux_coeff) * aux_scale(cfg, dead);
         for b in 0..nb {
-            let sel = aux_selection(cfg, dead, &fw.h, b);
+            let sel = aux_selection(cfg, dead, &ranking(cfg, p, &fw.h), b);
             let mut rec: Vec<f64> = p.bd.clone();
             for &i in &sel {
                 for j in 0..d {

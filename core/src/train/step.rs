@@ -205,6 +205,22 @@ pub(crate) fn forward_backward_into(
     let hrow = |b: usize| &h[b * ds..(b + 1) * ds];
     let theta: Vec<f32> = p.log_threshold.iter().map(|l| l.exp()).collect();
 
+    let norms: Vec<f32> = p
+        .w_dec
+        .chunks_exact(d)
+        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .collect();
+    // TopK/BatchTopK with `rescale_acts_by_decoder_norm` rank h_i·‖W_i‖ (SAELens):
+    // the codes h_i·‖W_i‖ are decoded with W_i/‖W_i‖, i.e. x̂ = Σ h_i W_i, so only
+    // the selection (and the BatchTopK threshold's units) change.
+    let ranked: Option<Vec<f32>> = (cfg.rescale_acts_by_decoder_norm
+        && matches!(cfg.arch, Arch::TopK | Arch::BatchTopK))
+    .then(|| {
+        h.chunks_exact(ds)
+            .flat_map(|row| row.iter().zip(&norms).map(|(v, n)| v * n))
+            .collect()
+    });
+    let rk: &[f32] = ranked.as_deref().unwrap_or(h);
     // Activation: per row (latent, f) for the active latents, ascending.
     let mut act: Vec<Vec<(u32, f32)>> = vec![Vec::new(); nb];
     match cfg.arch {
@@ -234,13 +250,13 @@ pub(crate) fn forward_backward_into(
         Arch::TopK => {
             let k = cfg.k;
             let mut sel = vec![0u32; nb * k];
-            ops.top_k_rows(h, ds, k, &mut sel)?;
+            ops.top_k_rows(rk, ds, k, &mut sel)?;
             for (b, a) in act.iter_mut().enumerate() {
-                let hr = hrow(b);
+                let (hr, rr) = (hrow(b), &rk[b * ds..(b + 1) * ds]);
                 a.extend(
                     sel[b * k..(b + 1) * k]
                         .iter()
-                        .filter(|&&i| hr[i as usize] > 0.0)
+                        .filter(|&&i| rr[i as usize] > 0.0)
                         .map(|&i| (i, hr[i as usize])),
                 );
             }
@@ -249,14 +265,14 @@ pub(crate) fn forward_backward_into(
             // Top k·B of ReLU(h) over the flattened batch (ties to the lower flat
             // index); zeros dropped. The cut is selected on a copy of the values.
             let want = (cfg.k * nb).min(nb * ds);
-            let mut vals: Vec<f32> = h.iter().map(|v| v.max(0.0)).collect();
+            let mut vals: Vec<f32> = rk.iter().map(|v| v.max(0.0)).collect();
             let (_, kth, _) = vals.select_nth_unstable_by(want - 1, |a, b| b.total_cmp(a));
             let kth = *kth;
             drop(vals);
-            let above = h.iter().filter(|v| v.max(0.0) > kth).count();
+            let above = rk.iter().filter(|v| v.max(0.0) > kth).count();
             let mut ties = want - above;
             let mut min_kept: Option<f32> = None;
-            for (e, &v) in h.iter().enumerate() {
+            for (e, &v) in rk.iter().enumerate() {
                 let r = v.max(0.0);
                 let take = r > kth
                     || (r == kth && ties > 0 && {
@@ -264,7 +280,7 @@ pub(crate) fn forward_backward_into(
                         true
                     });
                 if take && v > 0.0 {
-                    act[e / ds].push(((e % ds) as u32, v));
+                    act[e / ds].push(((e % ds) as u32, h[e]));
                     min_kept = Some(min_kept.map_or(v, |m: f32| m.min(v)));
                 }
             }
@@ -353,11 +369,6 @@ pub(crate) fn forward_backward_into(
         v
     };
     let mut enc: Vec<(u32, u32, f32)> = Vec::new();
-    let norms: Vec<f32> = p
-        .w_dec
-        .chunks_exact(d)
-        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-        .collect();
 
     match cfg.arch {
         Arch::Standard => {
@@ -458,6 +469,7 @@ pub(crate) fn forward_backward_into(
                     dead,
                     n_dead,
                     h,
+                    rk,
                     xs,
                     &xhat,
                     g,
@@ -528,6 +540,7 @@ fn auxk(
     dead: &[bool],
     n_dead: usize,
     h: &[f32],
+    rk: &[f32],
     xs: &[f32],
     xhat: &[f32],
     g: &mut Params,
@@ -550,7 +563,7 @@ fn auxk(
         let hr = &h[b * ds..(b + 1) * ds];
         cand.clear();
         cand.extend_from_slice(&dead_ids);
-        top_k(hr, &mut cand, k_aux);
+        top_k(&rk[b * ds..(b + 1) * ds], &mut cand, k_aux);
         r.extend(cand.iter().map(|&i| (i, hr[i as usize])));
     }
     let c = csr(&rows, ds);

@@ -52,6 +52,11 @@ fn variants() -> Vec<(&'static str, TrainConfig, bool)> {
     g.ghost_grads = true;
     out.push(("standard+ghost", g, true));
     out.push(("topk", base(Arch::TopK), false));
+    let mut rs = base(Arch::TopK);
+    rs.rescale_acts_by_decoder_norm = true;
+    out.push(("topk+rescale+auxk", rs.clone(), true));
+    rs.arch = Arch::BatchTopK;
+    out.push(("batchtopk+rescale", rs, false));
     out.push(("topk+auxk", base(Arch::TopK), true));
     out.push(("batchtopk+auxk", base(Arch::BatchTopK), true));
     let mut m = base(Arch::TopK);
@@ -320,14 +325,26 @@ fn saved_sae_encodes_like_the_trained_model() {
     let x = Rng::new(8).normal_vec(24 * 1000, 3.0);
     let dir = tempfile::tempdir().unwrap();
     let cpu = CpuBackend::new(2);
-    for arch in [Arch::Standard, Arch::TopK, Arch::BatchTopK, Arch::JumpRelu] {
+    for (arch, rescale) in [
+        (Arch::Standard, false),
+        (Arch::TopK, true),
+        (Arch::TopK, false),
+        (Arch::BatchTopK, true),
+        (Arch::BatchTopK, false),
+        (Arch::JumpRelu, false),
+    ] {
         let mut cfg = determinism_cfg(arch);
         cfg.lr = 1e-2;
+        cfg.rescale_acts_by_decoder_norm = rescale;
         let t = run(&cfg, 2, 12, &x);
         assert!(t.scale() != 1.0);
-        let out = dir.path().join(arch.name());
+        let out = dir.path().join(format!("{}-{rescale}", arch.name()));
         t.save_saelens(&out).unwrap();
         let sae = crate::Sae::open(&out).unwrap();
+        if rescale {
+            // Saved as SAELens saves a rescaling TopK: unit decoder rows.
+            assert!(sae.decoder_norms().iter().all(|n| (n - 1.0).abs() < 1e-5));
+        }
         let rows = &x[..24 * 50];
         let want = t.encode(&cpu, rows).unwrap();
         let mut got = vec![0.0; 50 * 96];
@@ -363,4 +380,130 @@ fn non_finite_batches_and_bad_configs_are_refused() {
     c.matryoshka = vec![6, 4];
     assert!(Trainer::new(c).is_err());
     let _ = cpu.sum_squares(&[]);
+}
+
+/// Counts the dense products a step asks for.
+struct Counting {
+    cpu: CpuBackend,
+    affine: std::sync::atomic::AtomicUsize,
+    matmul: std::sync::atomic::AtomicUsize,
+}
+
+impl TrainOps for Counting {
+    fn affine_t(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        d: usize,
+        o: &mut [f32],
+    ) -> crate::Result<()> {
+        self.affine
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cpu.affine_t(x, w, b, d, o)
+    }
+    fn matmul(
+        &self,
+        a: &[f32],
+        k: usize,
+        t: bool,
+        b: &[f32],
+        o: &mut [f32],
+        acc: bool,
+    ) -> crate::Result<()> {
+        self.matmul
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cpu.matmul(a, k, t, b, o, acc)
+    }
+    fn gather_add(
+        &self,
+        c: &crate::SparseCodes,
+        m: &[f32],
+        d: usize,
+        o: &mut [f32],
+    ) -> crate::Result<()> {
+        self.cpu.gather_add(c, m, d, o)
+    }
+    fn row_dots(
+        &self,
+        c: &crate::SparseCodes,
+        m: &[f32],
+        v: &[f32],
+        d: usize,
+        o: &mut [f32],
+    ) -> crate::Result<()> {
+        self.cpu.row_dots(c, m, v, d, o)
+    }
+    fn top_k_rows(&self, h: &[f32], w: usize, k: usize, o: &mut [u32]) -> crate::Result<()> {
+        self.cpu.top_k_rows(h, w, k, o)
+    }
+    fn adam(
+        &self,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        s: &crate::backend::train_ops::AdamStep,
+    ) -> crate::Result<()> {
+        self.cpu.adam(p, g, m, v, s)
+    }
+    fn sum_squares(&self, x: &[f32]) -> f64 {
+        self.cpu.sum_squares(x)
+    }
+}
+
+#[test]
+fn topk_backward_is_sparse_with_one_dense_gemm() {
+    // d_sae 512, k 8, batch 64: only the encoder's forward is dense; latents that
+    // were neither selected nor AuxK-selected get exactly zero gradient.
+    for dead in [false, true] {
+        let mut cfg = TrainConfig::new(Arch::TopK, 24, 512);
+        cfg.k = 8;
+        cfg.dead_window = 1;
+        let mut t = Trainer::new(cfg).unwrap();
+        if dead {
+            for i in 0..256 {
+                t.since_fired[i] = 1;
+            }
+        }
+        let x = Rng::new(2).normal_vec(64 * 24, 1.0);
+        let ops = Counting {
+            cpu: CpuBackend::new(2),
+            affine: 0.into(),
+            matmul: 0.into(),
+        };
+        let (g, pass) = t.gradients(&ops, &x).unwrap();
+        assert_eq!(ops.affine.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(ops.matmul.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let fired = pass.fired.iter().filter(|f| **f).count();
+        let touched = (0..512)
+            .filter(|&i| {
+                g.w_enc_t[i * 24..(i + 1) * 24].iter().any(|v| *v != 0.0)
+                    || g.w_dec[i * 24..(i + 1) * 24].iter().any(|v| *v != 0.0)
+                    || g.b_enc[i] != 0.0
+            })
+            .count();
+        for i in (0..512).filter(|&i| !(pass.fired[i] || (dead && i < 256))) {
+            assert!(g.w_enc_t[i * 24..(i + 1) * 24].iter().all(|v| *v == 0.0));
+            assert!(g.w_dec[i * 24..(i + 1) * 24].iter().all(|v| *v == 0.0));
+            assert_eq!(g.b_enc[i], 0.0);
+        }
+        assert!(
+            touched >= fired && touched < 512,
+            "{touched} of 512 latents touched"
+        );
+        if !dead {
+            assert_eq!(touched, fired);
+        }
+    }
+    // A dense ReLU batch takes the GEMM path.
+    let t = Trainer::new(TrainConfig::new(Arch::Standard, 24, 64)).unwrap();
+    let ops = Counting {
+        cpu: CpuBackend::new(1),
+        affine: 0.into(),
+        matmul: 0.into(),
+    };
+    t.gradients(&ops, &Rng::new(3).normal_vec(32 * 24, 1.0))
+        .unwrap();
+    assert!(ops.matmul.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 }

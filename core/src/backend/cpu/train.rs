@@ -216,10 +216,10 @@ impl TrainOps for CpuBackend {
             ));
         }
         par_rows(self, out, k, |first, block| {
-            let mut vals: Vec<f32> = Vec::with_capacity(width);
+            let mut cand: Vec<u32> = Vec::with_capacity(4 * k.max(16));
             for (j, o) in block.chunks_exact_mut(k).enumerate() {
                 let row = &h[(first + j) * width..(first + j + 1) * width];
-                top_k_row(row, k, &mut vals, o);
+                top_k_row(row, k, &mut cand, o);
             }
         });
         Ok(())
@@ -242,34 +242,31 @@ impl TrainOps for CpuBackend {
 }
 
 /// The `k` largest of `row` (total order; ties to the lower index) into `out`,
-/// ascending by index: the k-th largest value is selected on a copy of the values
-/// (no indirection), then one scan takes everything above it and the lowest-index
-/// entries equal to it.
-fn top_k_row(row: &[f32], k: usize, vals: &mut Vec<f32>, out: &mut [u32]) {
-    vals.clear();
-    vals.extend_from_slice(row);
-    let (_, kth, _) = vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let kth = *kth;
-    let above = row
-        .iter()
-        .filter(|v| v.total_cmp(&kth) == std::cmp::Ordering::Greater)
-        .count();
-    let mut ties = k - above;
-    let mut n = 0;
+/// ascending by index, in one pass: candidates above the running k-th largest are
+/// kept, and every `4k` candidates shrink to the best k whose k-th becomes the bar
+/// (a later value equal to the bar loses the tie, so only larger ones enter).
+fn top_k_row(row: &[f32], k: usize, cand: &mut Vec<u32>, out: &mut [u32]) {
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    let cap = 4 * k.max(16);
+    cand.clear();
+    let mut bar: Option<f32> = None;
     for (i, v) in row.iter().enumerate() {
-        let take = match v.total_cmp(&kth) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Equal if ties > 0 => {
-                ties -= 1;
-                true
-            }
-            _ => false,
-        };
-        if take {
-            out[n] = i as u32;
-            n += 1;
+        if bar.is_some_and(|b| v.total_cmp(&b) != std::cmp::Ordering::Greater) {
+            continue;
+        }
+        cand.push(i as u32);
+        if cand.len() == cap {
+            cand.select_nth_unstable_by(k - 1, cmp);
+            cand.truncate(k);
+            bar = Some(row[cand[k - 1] as usize]);
         }
     }
+    if cand.len() > k {
+        cand.select_nth_unstable_by(k - 1, cmp);
+        cand.truncate(k);
+    }
+    out.copy_from_slice(&cand[..k]);
+    out.sort_unstable();
 }
 
 /// Dot product with eight partial sums (a fixed order).
