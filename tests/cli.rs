@@ -7,22 +7,6 @@ use std::process::Command;
 use common::*;
 use saeplug::weights::{SafeTensors, read_npy};
 
-fn saeplug() -> Command {
-    let exe = repo_root().join(if cfg!(debug_assertions) {
-        "target/debug/saeplug"
-    } else {
-        "target/release/saeplug"
-    });
-    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    c.current_dir(repo_root())
-        .args(["build", "-q", "-p", "saeplug-cli"]);
-    if !cfg!(debug_assertions) {
-        c.arg("--release");
-    }
-    assert!(c.status().unwrap().success(), "building the CLI failed");
-    Command::new(exe)
-}
-
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
     let s = format!(

@@ -4,69 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::llama::*;
 use common::*;
 
 const LAYER: u32 = 6;
-
-fn llama_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SAEPLUG_LLAMA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/saeplug/llama")
-        });
-    let ok = dir.join("src/include/llama.h").is_file()
-        && dir.join("build/bin/libllama.so").is_file()
-        && dir.join("model.gguf").is_file();
-    if ok {
-        return Some(dir);
-    }
-    if std::env::var("SAEPLUG_ALLOW_NO_LLAMA").as_deref() == Ok("1") {
-        eprintln!(
-            "NO LLAMA.CPP BUILD at {}; SAEPLUG_ALLOW_NO_LLAMA=1 set, this test checks nothing",
-            dir.display()
-        );
-        return None;
-    }
-    panic!(
-        "llama.cpp build or model missing in {}: run scripts/build-llama.sh (or set SAEPLUG_ALLOW_NO_LLAMA=1)",
-        dir.display()
-    );
-}
-
-/// Build saeplug-llama with its documented command (bindings/llama.cpp/build.sh),
-/// and the `saeplug` CLI.
-fn build(dir: &Path, out: &Path) -> PathBuf {
-    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    c.current_dir(repo_root())
-        .args(["build", "-q", "-p", "saeplug-cli"]);
-    if !cfg!(debug_assertions) {
-        c.arg("--release");
-    }
-    run_ok(&mut c);
-    let exe = out.join("saeplug-llama");
-    let mut b = Command::new("bash");
-    b.arg(repo_root().join("bindings/llama.cpp/build.sh"))
-        .arg("-o")
-        .arg(&exe)
-        .env("SAEPLUG_LLAMA_DIR", dir);
-    if !cfg!(debug_assertions) {
-        b.arg("--release");
-    }
-    run_ok(&mut b);
-    exe
-}
-
-fn floats(p: &Path) -> Vec<f32> {
-    std::fs::read(p)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
 
 fn rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -85,10 +29,6 @@ fn tps(out: &str) -> f64 {
         .find_map(|l| l.strip_prefix("TOKENS_PER_SECOND: "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 #[test]
@@ -369,21 +309,6 @@ fn steering_smollm2_through_the_plugin() {
         100.0 * (t_full / t_plain - 1.0)
     );
     assert!(t_plain > 0.0 && t_clamp > 0.0 && t_full > 0.0);
-}
-
-/// Real English text reachable here: the Python tutorial's reStructuredText
-/// sources (Debian python3-doc; scripts/setup.sh installs it).
-fn corpus() -> PathBuf {
-    let found = std::fs::read_dir("/usr/share/doc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("html/_sources/tutorial"))
-        .filter(|p| p.join("introduction.rst.txt").is_file())
-        .min();
-    found.unwrap_or_else(|| {
-        panic!("no corpus: /usr/share/doc/python3*/html/_sources/tutorial is missing (run scripts/setup.sh: it installs python3-doc)")
-    })
 }
 
 fn capture_line(out: &str) -> (f64, f64) {
@@ -667,47 +592,6 @@ fn long_prompts_are_decoded_batch_by_batch() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("exceeds the context (-c 256)"));
 }
 
-/// A `ggml-rpc-server` on localhost, killed on drop.
-struct RpcServer(std::process::Child, String);
-
-impl Drop for RpcServer {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn rpc_server(dir: &Path) -> RpcServer {
-    let exe = dir.join("build/bin/ggml-rpc-server");
-    assert!(
-        exe.is_file(),
-        "{} is missing: the llama.cpp cache predates GGML_RPC; run scripts/build-llama.sh (it rebuilds)",
-        exe.display()
-    );
-    // A free port: bind port 0, read it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&exe)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start ggml-rpc-server");
-    let server = RpcServer(child, format!("127.0.0.1:{port}"));
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(&server.1).is_err() {
-        assert!(
-            t0.elapsed().as_secs() < 30,
-            "ggml-rpc-server did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    server
-}
-
 /// Every layer on an RPC device (a ggml-rpc-server on localhost): the adapter
 /// reads and writes l_out through ggml_backend_tensor_get/set (its device-buffer
 /// path), and the results are bit-identical to the CPU run.
@@ -841,21 +725,8 @@ fn trained_sae_beats_rank_k_pca_on_held_out_smollm2_activations() {
     eprintln!("captured {decoded} tokens at {tps:.0} tokens/s");
     let k = 32;
     let sae_dir = out.join("sae");
-    let cli = repo_root().join(if cfg!(debug_assertions) {
-        "target/debug/saeplug"
-    } else {
-        "target/release/saeplug"
-    });
-    let mut build_cli = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    build_cli
-        .current_dir(repo_root())
-        .args(["build", "-q", "-p", "saeplug-cli"]);
-    if !cfg!(debug_assertions) {
-        build_cli.arg("--release");
-    }
-    run_ok(&mut build_cli);
     let train = run_ok(
-        Command::new(&cli)
+        saeplug()
             .args(["train", "--input"])
             .arg(&store_dir)
             .args([

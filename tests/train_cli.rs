@@ -13,22 +13,6 @@ use saeplug::train::toy::ToyModel;
 use saeplug::weights::write_npy;
 use saeplug::{Backend, CpuBackend, Sae};
 
-fn saeplug() -> Command {
-    let exe = repo_root().join(if cfg!(debug_assertions) {
-        "target/debug/saeplug"
-    } else {
-        "target/release/saeplug"
-    });
-    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    c.current_dir(repo_root())
-        .args(["build", "-q", "-p", "saeplug-cli"]);
-    if !cfg!(debug_assertions) {
-        c.arg("--release");
-    }
-    assert!(c.status().unwrap().success(), "building the CLI failed");
-    Command::new(exe)
-}
-
 const D_IN: usize = 32;
 
 fn toy_input(dir: &Path, rows: usize) -> (std::path::PathBuf, Vec<f32>) {

@@ -5,6 +5,8 @@
     reason = "each test binary uses a different subset"
 )]
 
+pub mod llama;
+
 use std::path::PathBuf;
 
 use saeplug::synthetic::{Rng, sparse_data};
@@ -259,3 +261,21 @@ macro_rules! backend_test {
 }
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub(crate) use backend_test;
+
+/// The `saeplug` CLI of this build profile, built first (a child process runs it).
+pub fn saeplug() -> std::process::Command {
+    use std::process::Command;
+    let exe = repo_root().join(if cfg!(debug_assertions) {
+        "target/debug/saeplug"
+    } else {
+        "target/release/saeplug"
+    });
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    c.current_dir(repo_root())
+        .args(["build", "-q", "-p", "saeplug-cli"]);
+    if !cfg!(debug_assertions) {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building the CLI failed");
+    Command::new(exe)
+}
