@@ -793,7 +793,12 @@ fn trained_sae_beats_rank_k_pca_on_held_out_smollm2_activations() {
     )));
     let fvu_pca: f64 = py.trim().parse().unwrap();
     // For reference: the SAELens-trained SAE for this hook (d_sae 4608) on the same rows.
-    let peer = saeplug::Sae::open(saelens_fixtures().join("smollm2-l6-topk")).unwrap();
+    // (`../shared/fixtures/smollm2-l6-topk`, beside the SAELens fixture cases.)
+    let peer_dir = saelens_fixtures()
+        .parent()
+        .expect("fixtures folder")
+        .join("smollm2-l6-topk");
+    let peer = saeplug::Sae::open(&peer_dir).unwrap();
     let pc = cpu.encode_sparse(&peer, &x).unwrap();
     let mut pr = vec![0.0f32; x.len()];
     cpu.decode_sparse(&peer, &pc, &mut pr).unwrap();
