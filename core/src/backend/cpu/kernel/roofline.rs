@@ -246,6 +246,8 @@ pub fn read_bandwidth(bytes: usize, threads: usize) -> f64 {
 /// Sum of `v` by reader `variant` (0: plain Rust; 1..: AVX-512 with software
 /// prefetch 0, 4, 16 or 48 KiB ahead).
 fn sum(v: &[f32], variant: usize) -> f32 {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = variant; // one reader off x86-64
     #[cfg(target_arch = "x86_64")]
     if variant > 0 && Isa::Avx512.is_available() {
         let ahead = [0, 1024, 4096, 12288][(variant - 1).min(3)];
