@@ -2,28 +2,10 @@
 //! product of the CPU backend runs on the backend's ISA and worker pool.
 
 use super::CpuBackend;
-use super::kernel::{self, BOperand, Epilogue, Isa, PackedB};
+use super::kernel::{self, BOperand, Epilogue, PackedB};
 use crate::error::Result;
 
 pub(crate) use super::kernel::MatRef;
-
-/// `c[m, n] = (accumulate ? c : 0) + a[m, k] @ b[k, n]`, `c` row-major and dense,
-/// on `threads` threads of the current rayon pool (call it inside
-/// [`CpuBackend::install`]) with the fastest ISA allowed (`SAEPLUG_CPU_ISA`).
-#[allow(
-    dead_code,
-    reason = "the trainer's entry point for products outside a backend call"
-)]
-pub(crate) fn sgemm(
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    c: &mut [f32],
-    accumulate: bool,
-    threads: usize,
-) -> Result<()> {
-    let isa = Isa::from_env().ok().flatten().unwrap_or_else(Isa::detected);
-    kernel::gemm(isa, a, BOperand::Strided(b), c, accumulate, threads, None)
-}
 
 /// `c = (accumulate ? c : 0) + a @ b` on `cpu`'s ISA, threads and pool.
 pub(crate) fn sgemm_on(

@@ -3,7 +3,7 @@
 //! output element is computed by one thread in a fixed order (bit-identical for
 //! any thread count, except inside the GEMM).
 
-use super::gemm::{MatRef, sgemm, sgemm_col_blocks};
+use super::gemm::{MatRef, sgemm_col_blocks, sgemm_on};
 use super::{CpuBackend, par_rows};
 use crate::backend::SparseCodes;
 use crate::backend::train_ops::{AdamStep, TrainOps, check_sparse};
@@ -96,8 +96,7 @@ impl TrainOps for CpuBackend {
             rs: n,
             cs: 1,
         };
-        let threads = self.threads();
-        self.install(|| sgemm(a, b, out, accumulate, threads))
+        sgemm_on(self, a, b, out, accumulate)
     }
 
     fn gather_add(

@@ -97,13 +97,9 @@ pub(super) unsafe fn tile(
     ldc: usize,
     add: bool,
 ) {
-    let blen = match b {
-        BSlice::F32(v) => v.len(),
-        BSlice::Bf16(v) => v.len(),
-    };
     let cpu_ok =
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    if !cpu_ok || !(1..=6).contains(&h) || a.len() < kc * h || blen < kc * NR {
+    if !cpu_ok || !(1..=6).contains(&h) || a.len() < kc * h || b.len() < kc * NR {
         // SAFETY: forwarded contract.
         return unsafe { super::portable::tile_nr(NR, h, kc, a, b, c, ldc, add) };
     }

@@ -112,14 +112,10 @@ pub(super) unsafe fn tile(
     ldc: usize,
     add: bool,
 ) {
-    let blen = match b {
-        BSlice::F32(v) => v.len(),
-        BSlice::Bf16(v) => v.len(),
-    };
     if !std::arch::is_x86_feature_detected!("avx512f")
         || !(1..=8).contains(&h)
         || a.len() < kc * h
-        || blen < kc * NR
+        || b.len() < kc * NR
     {
         // SAFETY: forwarded contract.
         return unsafe { super::portable::tile_nr(NR, h, kc, a, b, c, ldc, add) };

@@ -794,6 +794,16 @@ pub(crate) enum BSlice<'a> {
     Bf16(&'a [u16]),
 }
 
+impl BSlice<'_> {
+    /// Elements held (either precision).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            BSlice::F32(v) => v.len(),
+            BSlice::Bf16(v) => v.len(),
+        }
+    }
+}
+
 /// `c[h][NR] (+)= a-panel[kc][h]ᵀ @ b[kc][NR]` with the ISA's micro-kernel.
 ///
 /// # Safety

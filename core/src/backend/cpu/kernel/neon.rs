@@ -99,14 +99,10 @@ pub(super) unsafe fn tile(
     ldc: usize,
     add: bool,
 ) {
-    let blen = match b {
-        BSlice::F32(v) => v.len(),
-        BSlice::Bf16(v) => v.len(),
-    };
     if !std::arch::is_aarch64_feature_detected!("neon")
         || !(1..=6).contains(&h)
         || a.len() < kc * h
-        || blen < kc * NR
+        || b.len() < kc * NR
     {
         // SAFETY: forwarded contract.
         return unsafe { super::portable::tile_nr(NR, h, kc, a, b, c, ldc, add) };
