@@ -24,6 +24,8 @@ use compute::{ComputeArgs, Engine};
 mod bench;
 mod check;
 mod compute;
+#[allow(dead_code, reason = "wired to the dashboard subcommand next")]
+mod dashboard;
 #[allow(dead_code, reason = "wired to the explain subcommand next")]
 mod explain;
 mod progress;
