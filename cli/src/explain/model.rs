@@ -224,8 +224,9 @@ fn tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
-/// Where `llama-server` is: `explicit`, else `$SAEPLUG_LLAMA_DIR/build/bin`, else
-/// the project's llama.cpp cache (`~/.cache/saeplug/llama/build/bin`).
+/// Where `llama-server` is: `explicit`, else `$SAEPLUG_LLAMA_DIR/build-server/bin`,
+/// else the project's llama.cpp cache (`~/.cache/saeplug/llama/build-server/bin`),
+/// where `scripts/build-llama.sh --server` puts it.
 pub fn find_llama_server(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
         return if p.is_file() {
@@ -242,7 +243,7 @@ pub fn find_llama_server(explicit: Option<&Path>) -> Result<PathBuf, String> {
         dirs.push(PathBuf::from(h).join(".cache/saeplug/llama"));
     }
     for d in &dirs {
-        let p = d.join("build/bin/llama-server");
+        let p = d.join("build-server/bin/llama-server");
         if p.is_file() {
             return Ok(p);
         }
