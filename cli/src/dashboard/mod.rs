@@ -27,6 +27,8 @@ pub struct Site {
     pub logit_note: Option<String>,
     /// Features per data chunk.
     pub chunk_size: usize,
+    /// The SAE's width (the pages may cover only some of its features).
+    pub d_sae: usize,
 }
 
 /// The summary row of the feature list: `[id, density, max_act, explanation,
@@ -53,15 +55,22 @@ fn summary(f: &Value) -> Value {
 }
 
 /// Write the site to `dir` (created; existing files of the same names are
-/// replaced). `features[i]` is feature `i`'s page.
+/// replaced). `features` are the pages, ids ascending; page `i` goes to chunk
+/// `i / chunk_size` (the index lists each page in that order).
 pub fn write_site(dir: &Path, site: &Site, features: &[Value]) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| io(&data, e))?;
+    let mut last = None;
     for (i, f) in features.iter().enumerate() {
-        if f.get("id").and_then(Value::as_u64) != Some(i as u64) {
-            return Err(format!("feature page {i} has id {}", f["id"]));
+        let id = f.get("id").and_then(Value::as_u64);
+        if id.is_none() || (last.is_some() && id <= last) {
+            return Err(format!(
+                "feature page {i} has id {} (ids must ascend)",
+                f["id"]
+            ));
         }
+        last = id;
     }
     let chunk = site.chunk_size.max(1);
     let mut files = Vec::new();
@@ -81,6 +90,7 @@ pub fn write_site(dir: &Path, site: &Site, features: &[Value]) -> Result<(), Str
         "chunk_size": chunk,
         "chunk_files": files,
         "logit_note": site.logit_note,
+        "d_sae": site.d_sae,
         "features": features.iter().map(summary).collect::<Vec<_>>(),
     });
     let p = data.join("index.js");
@@ -127,6 +137,7 @@ mod tests {
             title: "t".into(),
             logit_note: Some("gain folded".into()),
             chunk_size: 2,
+            d_sae: 5,
         };
         write_site(dir.path(), &site, &fs).unwrap();
         let idx = std::fs::read_to_string(dir.path().join("data/index.js")).unwrap();
@@ -144,7 +155,9 @@ mod tests {
         assert_eq!(c[1]["id"], 3);
         assert!(dir.path().join("index.html").is_file() && dir.path().join("app.js").is_file());
         // Pages out of order are refused.
-        let bad = vec![page(1, None)];
+        let bad = vec![page(2, None), page(1, None)];
         assert!(write_site(dir.path(), &site, &bad).is_err());
+        // A subset of the features (ids 1 and 4 of 5) is fine.
+        write_site(dir.path(), &site, &[page(1, None), page(4, None)]).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 // saeplugChunk). Corpus text is only ever inserted with textContent.
 "use strict";
 
-var SAEPLUG = { index: null, chunks: {}, pending: {}, shown: 0, view: [], current: null };
+var SAEPLUG = { index: null, chunks: {}, pending: {}, shown: 0, view: [], current: null, pos: {} };
 
 function saeplugIndex(data) { SAEPLUG.index = data; }
 
@@ -245,15 +245,19 @@ function render(f) {
 
 function open(id) {
   var idx = SAEPLUG.index;
-  if (!(id >= 0 && id < idx.n_features)) { showError("no feature " + id + " (0 – " + (idx.n_features - 1) + ")"); return; }
+  var at = SAEPLUG.pos[id];
+  if (at === undefined) {
+    showError("feature " + id + " is not in this dashboard (" + idx.n_features + " of the SAE's " + idx.d_sae + " features)");
+    return;
+  }
   SAEPLUG.current = id;
   Array.prototype.forEach.call(document.querySelectorAll("#feature-list li"), function (li) {
     li.classList.toggle("selected", Number(li.dataset.id) === id);
   });
-  var n = Math.floor(id / idx.chunk_size);
+  var n = Math.floor(at / idx.chunk_size);
   loadChunk(n, function (fs) {
     if (SAEPLUG.current !== id) return;
-    render(fs[id - n * idx.chunk_size]);
+    render(fs[at - n * idx.chunk_size]);
   });
 }
 
@@ -266,6 +270,7 @@ function start() {
   var idx = SAEPLUG.index;
   if (!idx) { showError("data/index.js did not load"); return; }
   document.getElementById("meta").textContent = idx.title;
+  idx.features.forEach(function (r, i) { SAEPLUG.pos[r[0]] = i; });
   document.getElementById("search").addEventListener("input", applyView);
   document.getElementById("sort").addEventListener("change", applyView);
   document.getElementById("more").addEventListener("click", showMore);
