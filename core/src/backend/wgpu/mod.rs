@@ -24,6 +24,7 @@
 
 mod dispatch;
 mod ito;
+mod train;
 mod workspace;
 
 use std::collections::HashMap;
