@@ -34,7 +34,7 @@ fn variants() -> Vec<(&'static str, TrainConfig, bool)> {
         c.decay_frac = 0.5;
         c.dead_window = 1;
         c.l1_coeff = 0.3;
-        c.lr = 1e-3;
+        c.lr = 1e-2; // steps well above rounding: a 1% error in an update fails
         c
     };
     let mut out = vec![("standard", base(Arch::Standard), false)];
@@ -104,6 +104,7 @@ fn gpu_training_steps_equal_cpu_steps() {
                 tt.force_dense = Some(dense);
             }
             let mut rng = Rng::new(17);
+            let mut worst = 0.0f64;
             for s in 0..3 {
                 let x = rng.normal_vec(B * D, 1.0);
                 let stats: Vec<_> = t
@@ -127,6 +128,7 @@ fn gpu_training_steps_equal_cpu_steps() {
                 assert!(rg <= 1e-4, "{what}: gradient norm {rg}");
                 for ((n, a), (_, b)) in t[1].p.named().iter().zip(t[0].p.named()) {
                     let e = rel_diff(a, b);
+                    worst = worst.max(e);
                     assert!(e <= 1e-4, "{what}: {n} differs by {e:e} (relative)");
                 }
                 for ((n, a), (_, b)) in t[1].m.named().iter().zip(t[0].m.named()) {
@@ -136,12 +138,13 @@ fn gpu_training_steps_equal_cpu_steps() {
                         .zip(b.iter())
                         .map(|(x, y)| (x - y).abs() / scale)
                         .fold(0.0, f32::max);
-                    assert!(e <= 1e-3, "{what}: Adam moment of {n} differs by {e:e}");
+                    assert!(e <= 1e-4, "{what}: Adam moment of {n} differs by {e:e}");
                 }
                 assert_eq!(t[0].since_fired, t[1].since_fired, "{what}: dead counters");
                 let th = (t[0].topk_threshold - t[1].topk_threshold).abs();
                 assert!(th <= 1e-4, "{what}: BatchTopK threshold differs by {th}");
             }
+            eprintln!("{name} (dense {dense}): 3 steps, largest relative difference {worst:.2e}");
             // The steps moved the parameters (the comparison is not vacuous).
             let start = setup(&cfg, dead, 5);
             let moved = t[1]
