@@ -4,7 +4,10 @@
 //! `train_topk`, `train_sum_squares`). Each call uploads its operands into the
 //! buffers of a pooled workspace (reused between calls, grown only when a larger
 //! shape comes), runs, and reads its result back; the caller's output is written
-//! only after the whole call succeeded. Work larger than one storage binding
+//! only after the whole call succeeded. Parameters and moments stay resident:
+//! [`TrainOps::adam`] updates device copies in place (a `Resident` cache keyed by
+//! the tensors' full contents, so a tensor changed on the host simply misses), and
+//! a weight operand equal to one of them is bound without an upload. Work larger than one storage binding
 //! (or one dispatch) is split into row passes and weight chunks; a shape that
 //! cannot be split (one row wider than a binding) is an `Unsupported` error.
 //!
@@ -34,13 +37,98 @@
 use saeplug_shaders as sh;
 
 use super::workspace::Call;
-use super::{Params, WgpuBackend};
+use super::{Params, WgpuBackend, lock};
 use crate::backend::SparseCodes;
 use crate::backend::train_ops::{AdamStep, TrainOps, check_sparse};
 use crate::error::{Error, Result};
 
 /// Elements one workgroup of `train_sum_squares` reduces.
 const SUMSQ_BLOCK: usize = 4096;
+
+/// Tensors a `Resident` cache keeps at most (a training step has 5 parameter
+/// tensors and their 2 moments: 15).
+const RESIDENT_MAX: usize = 24;
+
+/// Bytes a `Resident` cache keeps at most on the device.
+const RESIDENT_MAX_BYTES: usize = 2 << 30;
+
+/// Training tensors kept on the device between calls: the parameters and Adam
+/// moments that [`TrainOps::adam`] updated, each with a host copy of its
+/// contents. An operand whose contents equal an entry's (compared in full, so a
+/// host tensor changed behind the backend's back simply misses) is bound from
+/// the device instead of being uploaded again; Adam updates its entries in place.
+#[derive(Default)]
+pub(crate) struct Resident {
+    entries: Vec<Entry>,
+    /// Use counter (LRU) and id source.
+    clock: u64,
+    /// Operands bound from the device instead of uploaded (tests).
+    pub(crate) hits: u64,
+}
+
+struct Entry {
+    id: u64,
+    host: Vec<f32>,
+    buf: wgpu::Buffer,
+    used: u64,
+}
+
+impl Resident {
+    /// The id of an entry holding exactly `data`, other than those in `skip`.
+    fn find(&mut self, data: &[f32], skip: &[u64]) -> Option<u64> {
+        let e = self.entries.iter_mut().find(|e| {
+            !skip.contains(&e.id) && e.host.len() == data.len() && same_bits(&e.host, data)
+        })?;
+        self.clock += 1;
+        e.used = self.clock;
+        self.hits += 1;
+        Some(e.id)
+    }
+
+    fn entry(&mut self, id: u64) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.id == id)
+    }
+
+    /// Keep `buf` holding `data`, evicting the least recently used entries (never
+    /// those in `keep`) over the limits. Returns the new entry's id.
+    fn insert(&mut self, host: Vec<f32>, buf: wgpu::Buffer, keep: &[u64]) -> u64 {
+        self.clock += 1;
+        let id = self.clock;
+        self.entries.push(Entry {
+            id,
+            host,
+            buf,
+            used: id,
+        });
+        loop {
+            let bytes: usize = self.entries.iter().map(|e| 4 * e.host.len()).sum();
+            if self.entries.len() <= RESIDENT_MAX && bytes <= RESIDENT_MAX_BYTES {
+                break;
+            }
+            let victim = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.id != id && !keep.contains(&e.id))
+                .min_by_key(|(_, e)| e.used)
+                .map(|(i, _)| i);
+            let Some(v) = victim else { break };
+            self.entries.swap_remove(v).buf.destroy();
+        }
+        id
+    }
+
+    pub(crate) fn clear(&mut self) {
+        for e in self.entries.drain(..) {
+            e.buf.destroy();
+        }
+    }
+}
+
+/// Bit-identical slices (so -0.0 and 0.0 differ, and a NaN equals itself).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    bytemuck::cast_slice::<f32, u32>(a) == bytemuck::cast_slice::<f32, u32>(b)
+}
 
 /// `n` as a kernel index, or an error when it does not fit in u32.
 fn u32_of(n: usize, what: &str) -> Result<u32> {
@@ -74,6 +162,34 @@ impl WgpuBackend {
         let by_bytes = self.binding_floats() / width.max(1);
         let by_groups = self.max_groups as usize * sh::WG_SIZE as usize / threads_per_row.max(1);
         by_bytes.min(by_groups).max(1)
+    }
+
+    /// The device copy of a resident tensor holding exactly `data` (no transfer),
+    /// else `data` uploaded to the workspace buffer `role`.
+    fn weights(
+        &self,
+        res: &mut Resident,
+        c: &mut Call<'_>,
+        role: &'static str,
+        data: &[f32],
+    ) -> wgpu::Buffer {
+        match res.find(data, &[]).and_then(|id| res.entry(id)) {
+            Some(e) => e.buf.clone(),
+            None => c.upload(role, data),
+        }
+    }
+
+    /// A new device buffer holding `data`, readable back (a resident tensor).
+    fn resident_buffer(&self, data: &[f32]) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("resident training tensor"),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// Record one `train_gemm` dispatch.
@@ -137,11 +253,12 @@ impl TrainOps for WgpuBackend {
         let per = self
             .rows_per(d.max(n), 1)
             .min(self.max_groups as usize * sh::TILE_M as usize);
+        let mut res = lock(&self.resident);
         let done = self.call(|c| {
             c.host_resize(rows * n);
             let bbuf = c.upload("t_bias", bias);
-            // One chunk: upload W^T once for every row pass.
-            let single = (chunks.len() == 1).then(|| c.upload("t_w", w_t));
+            // One chunk: W^T bound once for every row pass (resident when Adam made it).
+            let single = (chunks.len() == 1).then(|| self.weights(&mut res, c, "t_w", w_t));
             for r0 in (0..rows).step_by(per) {
                 let rr = per.min(rows - r0);
                 let xbuf = c.upload("t_x", &x[r0 * d..(r0 + rr) * d]);
@@ -202,6 +319,7 @@ impl TrainOps for WgpuBackend {
             .max(1);
         let per_k = (maxf / if a_t { n.max(m) } else { n }).min(k).max(1);
         let base_flags = if a_t { 4 } else { 0 };
+        let mut res = lock(&self.resident);
         let done = self.call(|c| {
             c.host_resize(m * n);
             let bias = c.buffer("t_bias", 4);
@@ -215,7 +333,11 @@ impl TrainOps for WgpuBackend {
                 let a_rows = (!a_t).then(|| c.upload("t_x", &a[m0 * k..(m0 + mm) * k]));
                 for k0 in (0..k).step_by(per_k) {
                     let kk = per_k.min(k - k0);
-                    let bbuf = c.upload("t_w", &b[k0 * n..(k0 + kk) * n]);
+                    let bbuf = if kk == k {
+                        self.weights(&mut res, c, "t_w", b)
+                    } else {
+                        c.upload("t_w", &b[k0 * n..(k0 + kk) * n])
+                    };
                     let (abuf, ld_lhs, lhs_offset) = match &a_rows {
                         Some(ab) => (ab.clone(), k, k0),
                         None => (c.upload("t_x", &a[k0 * m..(k0 + kk) * m]), m, m0),
@@ -266,11 +388,12 @@ impl TrainOps for WgpuBackend {
             .collect();
         let per = self.rows_per(d, d);
         let mut offs: Vec<u32> = Vec::new();
+        let mut res = lock(&self.resident);
         let done = self.call(|c| {
             c.host_resize(rows * d);
             // decode_sparse with accumulate and no rescale: b_dec and inv_norm unused.
             let dummy = c.buffer("t_bias", 4);
-            let single = (chunks.len() == 1).then(|| c.upload("t_w", mat));
+            let single = (chunks.len() == 1).then(|| self.weights(&mut res, c, "t_w", mat));
             let mut r0 = 0;
             while r0 < rows {
                 // Rows while the pass's entries fit one binding (at least one row).
@@ -353,9 +476,10 @@ impl TrainOps for WgpuBackend {
         let max_entries = maxf.min(self.max_groups as usize * sh::WG_SIZE as usize);
         let per = (maxf / d).max(1);
         let mut erow: Vec<u32> = Vec::new();
+        let mut res = lock(&self.resident);
         let done = self.call(|c| {
             c.host_resize(codes.indices.len());
-            let single = (chunks.len() == 1).then(|| c.upload("t_w", mat));
+            let single = (chunks.len() == 1).then(|| self.weights(&mut res, c, "t_w", mat));
             let mut r0 = 0;
             while r0 < rows {
                 let mut r1 = (r0 + per).min(rows);
@@ -434,6 +558,24 @@ impl TrainOps for WgpuBackend {
         let bc1 = 1.0 - s.beta1.powi(t);
         let bc2 = 1.0 - s.beta2.powi(t);
         let per = self.rows_per(1, 1);
+        let prm = |nn: usize| -> Result<Params> {
+            Ok(Params {
+                n_rows: u32_of(nn, "Adam elements")?,
+                k_dim: s.lr.to_bits(),
+                n_cols: s.beta1.to_bits(),
+                ld_out: (1.0 - s.beta1).to_bits(),
+                col_offset: s.beta2.to_bits(),
+                ld_lhs: (1.0 - s.beta2).to_bits(),
+                lhs_offset: bc1.to_bits(),
+                lo: bc2.to_bits(),
+                hi: s.eps.to_bits(),
+                coef: s.grad_scale,
+                ..Default::default()
+            })
+        };
+        if n <= per {
+            return self.adam_resident(p, g, m, v, prm(n)?);
+        }
         let done = self.call(|c| {
             c.host_resize(3 * n);
             for i0 in (0..n).step_by(per) {
@@ -442,22 +584,9 @@ impl TrainOps for WgpuBackend {
                 let pb = c.upload("t_out", &p[i0..i0 + nn]);
                 let mb = c.upload("t_m", &m[i0..i0 + nn]);
                 let vb = c.upload("t_v", &v[i0..i0 + nn]);
-                let prm = Params {
-                    n_rows: u32_of(nn, "Adam elements")?,
-                    k_dim: s.lr.to_bits(),
-                    n_cols: s.beta1.to_bits(),
-                    ld_out: (1.0 - s.beta1).to_bits(),
-                    col_offset: s.beta2.to_bits(),
-                    ld_lhs: (1.0 - s.beta2).to_bits(),
-                    lhs_offset: bc1.to_bits(),
-                    lo: bc2.to_bits(),
-                    hi: s.eps.to_bits(),
-                    coef: s.grad_scale,
-                    ..Default::default()
-                };
                 c.dispatch(
                     &sh::TRAIN_ADAM,
-                    &prm,
+                    &prm(nn)?,
                     &[&gb, &pb, &mb, &vb],
                     self.groups_1d(nn)?,
                 );
@@ -525,6 +654,76 @@ impl TrainOps for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// Adam in one pass on resident copies of `p`, `m` and `v` (found by content,
+    /// or created), updated in place; `g` is uploaded. Their host copies follow the
+    /// results; a failed call forgets them (the device copies may be half-updated).
+    fn adam_resident(
+        &self,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        prm: Params,
+    ) -> Result<()> {
+        let n = p.len();
+        let mut res = lock(&self.resident);
+        let mut ids: Vec<u64> = Vec::with_capacity(3);
+        let done = self.call(|c| {
+            c.host_resize(3 * n);
+            let mut bufs = Vec::with_capacity(3);
+            for t in [&*p, &*m, &*v] {
+                let id = match res.find(t, &ids) {
+                    Some(id) => id,
+                    None => {
+                        let b = self.resident_buffer(t);
+                        res.insert(t.to_vec(), b, &ids)
+                    }
+                };
+                ids.push(id);
+                let e = res
+                    .entry(id)
+                    .ok_or_else(|| Error::Backend("resident tensor vanished".into()))?;
+                bufs.push(e.buf.clone());
+            }
+            let gb = c.upload("t_x", g);
+            c.dispatch(
+                &sh::TRAIN_ADAM,
+                &prm,
+                &[&gb, &bufs[0], &bufs[1], &bufs[2]],
+                self.groups_1d(n)?,
+            );
+            c.submit_read(&[(&bufs[0], n, 0), (&bufs[1], n, n), (&bufs[2], n, 2 * n)])
+        });
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                res.entries.retain(|x| {
+                    let gone = ids.contains(&x.id);
+                    if gone {
+                        x.buf.destroy();
+                    }
+                    !gone
+                });
+                return Err(e);
+            }
+        };
+        let h = done.host();
+        for (i, (id, t)) in ids.iter().zip([p, m, v]).enumerate() {
+            let new = &h[i * n..(i + 1) * n];
+            t.copy_from_slice(new);
+            if let Some(e) = res.entry(*id) {
+                e.host.copy_from_slice(new);
+            }
+        }
+        Ok(())
+    }
+
+    /// Training operands bound from resident device copies instead of uploaded.
+    #[cfg(test)]
+    pub(crate) fn resident_hits(&self) -> u64 {
+        lock(&self.resident).hits
+    }
+
     /// [`TrainOps::sum_squares`] on the device: f32 partial sums of 4096-element
     /// blocks, added in f64 here.
     pub(crate) fn sum_squares_gpu(&self, x: &[f32]) -> Result<f64> {
@@ -801,7 +1000,9 @@ mod tests {
         g.gather_add(&empty, &w, 2, &mut []).unwrap();
     }
 
-    /// A repeated training-shaped call creates no device objects.
+    /// Repeated training-shaped calls (the weights updated by Adam each round, as
+    /// a trainer does) create no device objects once warm, and bind the weights
+    /// Adam left on the device.
     #[test]
     #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
     fn repeated_primitive_calls_reuse_the_workspace() {
@@ -811,9 +1012,14 @@ mod tests {
         let mut rng = Rng::new(3);
         let (rows, d, n) = (16, 8, 64);
         let x = rng.normal_vec(rows * d, 1.0);
-        let w = rng.normal_vec(n * d, 1.0);
         let c = codes(rows, n, 1);
-        let round = || {
+        let (mut w, mut m, mut v) = (
+            rng.normal_vec(n * d, 1.0),
+            vec![0.0; n * d],
+            vec![0.0; n * d],
+        );
+        let mut t = 0;
+        let mut round = || {
             let mut h = vec![0.0; rows * n];
             g.affine_t(&x, &w, &vec![0.0; n], d, &mut h).unwrap();
             let mut sel = vec![0u32; rows * 4];
@@ -824,16 +1030,16 @@ mod tests {
             g.row_dots(&c, &w, &o, d, &mut dots).unwrap();
             let mut wd = vec![0.0; n * d];
             g.matmul(&h, rows, true, &x, &mut wd, true).unwrap();
+            t += 1;
             let s = AdamStep {
                 lr: 0.1,
                 beta1: 0.9,
                 beta2: 0.99,
                 eps: 1e-8,
-                t: 1,
+                t,
                 grad_scale: 1.0,
             };
-            let (mut m, mut v, mut p) = (vec![0.0; n * d], vec![0.0; n * d], w.clone());
-            g.adam(&mut p, &wd, &mut m, &mut v, &s).unwrap();
+            g.adam(&mut w, &wd, &mut m, &mut v, &s).unwrap();
             g.sum_squares_gpu(&wd).unwrap();
         };
         round();
@@ -847,5 +1053,51 @@ mod tests {
             warm,
             "repeated calls created device objects"
         );
+        assert!(
+            g.resident_hits() >= 3 * 4,
+            "the weights were uploaded every round"
+        );
+    }
+
+    /// A device error during Adam leaves the host tensors as they were and drops
+    /// the resident copies it may have half-updated; the retry equals the CPU step.
+    #[test]
+    #[cfg_attr(miri, ignore = "wgpu calls into the Vulkan driver")]
+    fn failed_adam_changes_nothing_and_forgets_its_resident_copies() {
+        let Some(g) = gpu(WgpuOptions::default()) else {
+            return;
+        };
+        let mut rng = Rng::new(9);
+        let n = 300;
+        let s = AdamStep {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            t: 1,
+            grad_scale: 1.0,
+        };
+        let (mut p, mut m, mut v) = (rng.normal_vec(n, 1.0), vec![0.0; n], vec![0.0; n]);
+        let g1 = rng.normal_vec(n, 1.0);
+        g.adam(&mut p, &g1, &mut m, &mut v, &s).unwrap(); // now resident
+        let before = (p.clone(), m.clone(), v.clone());
+        let g2 = rng.normal_vec(n, 1.0);
+        *super::lock(&g.uncaptured) = Some("injected device error".into());
+        let s2 = AdamStep { t: 2, ..s };
+        assert!(g.adam(&mut p, &g2, &mut m, &mut v, &s2).is_err());
+        assert_eq!((&p, &m, &v), (&before.0, &before.1, &before.2));
+        g.adam(&mut p, &g2, &mut m, &mut v, &s2).unwrap();
+        let cpu = crate::CpuBackend::new(1);
+        let (mut pc, mut mc, mut vc) = before;
+        cpu.adam(&mut pc, &g2, &mut mc, &mut vc, &s2).unwrap();
+        for i in 0..n {
+            assert!(
+                (p[i] - pc[i]).abs() <= 1e-6,
+                "p[{i}] {} vs cpu {}",
+                p[i],
+                pc[i]
+            );
+            assert!((m[i] - mc[i]).abs() <= 1e-6 && (v[i] - vc[i]).abs() <= 1e-6);
+        }
     }
 }
