@@ -49,8 +49,12 @@ const SUMSQ_BLOCK: usize = 4096;
 /// tensors and their 2 moments: 15).
 const RESIDENT_MAX: usize = 24;
 
-/// Bytes a `Resident` cache keeps at most on the device.
-const RESIDENT_MAX_BYTES: usize = 2 << 30;
+/// Bytes a `Resident` cache keeps at most on the device (and as host copies).
+const RESIDENT_MAX_BYTES: usize = 4 << 30;
+
+/// Largest tensor kept resident: 1/16 of the cache, so that a step's 15 tensors
+/// all fit and never evict each other (larger ones are uploaded every call).
+const RESIDENT_MAX_TENSOR: usize = RESIDENT_MAX_BYTES / 16;
 
 /// Training tensors kept on the device between calls: the parameters and Adam
 /// moments that [`TrainOps::adam`] updated, each with a host copy of its
@@ -573,7 +577,7 @@ impl TrainOps for WgpuBackend {
                 ..Default::default()
             })
         };
-        if n <= per {
+        if n <= per && 4 * n <= RESIDENT_MAX_TENSOR {
             return self.adam_resident(p, g, m, v, prm(n)?);
         }
         let done = self.call(|c| {
