@@ -33,8 +33,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k0 = 0u; k0 < params.k_dim; k0 += BK) {
         for (var i = 0u; i < 4u; i++) {
             let e = li + i * WG_SIZE;
-            let ar = e / BK;
-            let ak = e % BK;
+            // Neighbouring invocations load neighbouring addresses in either layout.
+            var ar = e / BK;
+            var ak = e % BK;
+            if (a_t) {
+                ar = e % TILE;
+                ak = e / TILE;
+            }
             let gr = row0 + ar;
             let gk = k0 + ak;
             var av = 0.0;
@@ -46,8 +51,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
             tile_a[ak * TILE + ar] = av;
-            let bk = e / TILE;
-            let bc = e % TILE;
+            var bk = e / TILE;
+            var bc = e % TILE;
+            if (b_t) {
+                bk = e % BK;
+                bc = e / BK;
+            }
             let gbk = k0 + bk;
             let gc = col0 + bc;
             var bv = 0.0;
