@@ -232,10 +232,6 @@ fn bad_input_is_refused_before_training() {
         "ghost grads",
     );
     fail(
-        &mut train(&input, &out, &["--backend", "gpu"]),
-        "not implemented",
-    );
-    fail(
         &mut train(&input, &out, &["--resume"]),
         "checkpoint.safetensors",
     );
@@ -256,4 +252,42 @@ fn bad_input_is_refused_before_training() {
     fail(&mut train(&flat, &out, &[]), "[n, d_in]");
     let missing = dir.join("missing.npy");
     fail(&mut train(&missing, &out, &[]), "missing.npy");
+}
+
+/// `--backend gpu` trains on the wgpu backend (lavapipe in CI): a few steps give
+/// the weights the CPU run gives to GPU rounding, and the folder opens.
+#[test]
+fn trains_on_the_gpu_like_on_the_cpu() {
+    if gpu_or_fail(saeplug::WgpuOptions::default()).is_none() {
+        return;
+    }
+    let dir = scratch("train-cli-gpu");
+    let (input, x) = toy_input(&dir, 2000);
+    let mut weights = Vec::new();
+    for backend in ["cpu", "gpu"] {
+        let out = dir.join(backend);
+        let log = run_ok(&mut train(
+            &input,
+            &out,
+            &["--tokens", "2560", "--backend", backend],
+        ));
+        assert!(log.contains("tokens/s"), "{log}");
+        if backend == "gpu" {
+            assert!(log.contains("training on "), "{log}");
+        }
+        let sae = Sae::open(&out).unwrap();
+        assert!(fvu(&sae, &x[..500 * D_IN]).is_finite());
+        weights.push(sae.weights().w_dec.as_slice().to_vec());
+    }
+    let scale = weights[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = weights[0]
+        .iter()
+        .zip(&weights[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff <= 1e-3 * scale,
+        "10 steps: GPU and CPU decoders differ by {diff} (scale {scale})"
+    );
+    assert!(scale > 0.0);
 }

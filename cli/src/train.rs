@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use saeplug::backend::train_ops::TrainOps;
 use saeplug::train::{
     ActivationSource, Arch, MatrixSource, StoreSource, TrainConfig, Trainer, cycle_rows,
 };
 use saeplug::weights::write_atomic;
-use saeplug::{CpuBackend, Error, Result};
+use saeplug::{CpuBackend, Error, Result, WgpuBackend};
 
 use crate::{check, progress};
 
@@ -35,7 +36,7 @@ pub(crate) enum ArchArg {
 pub(crate) enum TrainBackend {
     /// Multi-threaded CPU.
     Cpu,
-    /// WGSL kernels (not implemented yet).
+    /// WGSL kernels through wgpu (any Vulkan adapter; see docs/TRAINER.md).
     Gpu,
 }
 
@@ -280,11 +281,6 @@ fn write_svg(path: &Path, rows: &[Row]) -> Result<()> {
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
-    if a.backend == TrainBackend::Gpu {
-        return Err(Error::Unsupported(
-            "training on the GPU is not implemented yet; use --backend cpu".into(),
-        ));
-    }
     // An activation store (a folder with manifest.json, written by
     // `saeplug-llama capture`): its train split, rows shuffled by the seed.
     let is_store = a.input.is_dir() && a.input.join("manifest.json").is_file();
@@ -347,6 +343,20 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
         Vec::new()
     };
     let cpu = CpuBackend::try_new(a.threads)?;
+    // The GPU runs every training primitive (GEMMs, gathers, top-k, Adam); the
+    // host keeps the parameters and does the per-entry bookkeeping between them.
+    let gpu = match a.backend {
+        TrainBackend::Cpu => None,
+        TrainBackend::Gpu => {
+            let g = WgpuBackend::new(Default::default())?;
+            eprintln!("training on {}", g.adapter_info().name);
+            Some(g)
+        }
+    };
+    let ops: &dyn TrainOps = match &gpu {
+        Some(g) => g,
+        None => &cpu,
+    };
     catch_ctrl_c();
     let bs = cfg.batch_size as u64;
     let total_tokens = cfg.total_steps * bs;
@@ -364,7 +374,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
     while trainer.steps_done() < cfg.total_steps {
         let s = trainer.steps_done();
         cycle_rows(src, s * bs, &mut batch)?;
-        let st = trainer.step(&cpu, &batch)?;
+        let st = trainer.step(ops, &batch)?;
         let done = s + 1;
         let tokens = done * bs;
         if done % a.log_every as u64 == 0 || done == cfg.total_steps {

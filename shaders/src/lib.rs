@@ -241,6 +241,57 @@ pub const ITO_LINESEARCH: Kernel = kernel!("ito_linesearch", "ito_state");
 /// ```
 pub const ITO_RESIDUAL: Kernel = kernel!("ito_residual", "ito_state");
 
+/// Trainer dense products: strided tiled GEMM (either operand transposed), bias, accumulate.
+///
+/// ```
+/// use naga::valid::{Capabilities, ValidationFlags, Validator};
+/// let k = saeplug_shaders::TRAIN_GEMM;
+/// let module = naga::front::wgsl::parse_str(k.source).expect("parses");
+/// Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("validates");
+/// assert_eq!((module.entry_points[0].name.as_str(), k.name), ("main", "train_gemm"));
+/// ```
+pub const TRAIN_GEMM: Kernel = kernel!("train_gemm");
+/// Trainer sparse row dots `out[e] = mat[i_e] . vecs[row(e)]` over one row chunk of `mat`.
+///
+/// ```
+/// use naga::valid::{Capabilities, ValidationFlags, Validator};
+/// let k = saeplug_shaders::TRAIN_ROW_DOTS;
+/// let module = naga::front::wgsl::parse_str(k.source).expect("parses");
+/// Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("validates");
+/// assert_eq!((module.entry_points[0].name.as_str(), k.name), ("main", "train_row_dots"));
+/// ```
+pub const TRAIN_ROW_DOTS: Kernel = kernel!("train_row_dots");
+/// Trainer Adam step, element-wise, in place on parameters and moments.
+///
+/// ```
+/// use naga::valid::{Capabilities, ValidationFlags, Validator};
+/// let k = saeplug_shaders::TRAIN_ADAM;
+/// let module = naga::front::wgsl::parse_str(k.source).expect("parses");
+/// Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("validates");
+/// assert_eq!((module.entry_points[0].name.as_str(), k.name), ("main", "train_adam"));
+/// ```
+pub const TRAIN_ADAM: Kernel = kernel!("train_adam");
+/// Trainer per-row top-k indices (total order, ties to the lower index), ascending.
+///
+/// ```
+/// use naga::valid::{Capabilities, ValidationFlags, Validator};
+/// let k = saeplug_shaders::TRAIN_TOPK;
+/// let module = naga::front::wgsl::parse_str(k.source).expect("parses");
+/// Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("validates");
+/// assert_eq!((module.entry_points[0].name.as_str(), k.name), ("main", "train_topk"));
+/// ```
+pub const TRAIN_TOPK: Kernel = kernel!("train_topk");
+/// Trainer sum of squares: f32 partial sums of 4096-element blocks.
+///
+/// ```
+/// use naga::valid::{Capabilities, ValidationFlags, Validator};
+/// let k = saeplug_shaders::TRAIN_SUM_SQUARES;
+/// let module = naga::front::wgsl::parse_str(k.source).expect("parses");
+/// Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).expect("validates");
+/// assert_eq!((module.entry_points[0].name.as_str(), k.name), ("main", "train_sum_squares"));
+/// ```
+pub const TRAIN_SUM_SQUARES: Kernel = kernel!("train_sum_squares");
+
 /// [`ENCODE_STANDARD`] with W_enc stored as f16.
 ///
 /// ```
@@ -321,4 +372,9 @@ pub const ALL: &[Kernel] = &[
     ITO_DIRECTION,
     ITO_LINESEARCH,
     ITO_RESIDUAL,
+    TRAIN_GEMM,
+    TRAIN_ROW_DOTS,
+    TRAIN_ADAM,
+    TRAIN_TOPK,
+    TRAIN_SUM_SQUARES,
 ];

@@ -5,7 +5,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 #[test]
 fn every_kernel_validates_and_emits_spirv() {
-    assert_eq!(saeplug_shaders::ALL.len(), 15);
+    assert_eq!(saeplug_shaders::ALL.len(), 20);
     for k in saeplug_shaders::ALL {
         let module = naga::front::wgsl::parse_str(k.source)
             .unwrap_or_else(|e| panic!("{}:\n{}", k.name, e.emit_to_string(k.source)));

@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(all(test, feature = "gpu"))]
+mod gpu_tests;
 #[cfg(test)]
 mod reference;
 mod source;

@@ -24,6 +24,7 @@
 
 mod dispatch;
 mod ito;
+mod train;
 mod workspace;
 
 use std::collections::HashMap;
@@ -181,6 +182,8 @@ pub struct WgpuBackend {
     saes: Mutex<HashMap<u64, Arc<GpuSae>>>,
     /// Idle workspaces; a call takes one (or makes one) and puts it back on success.
     pool: Mutex<Vec<workspace::Workspace>>,
+    /// Training tensors kept on the device between calls (keyed by content).
+    resident: Mutex<train::Resident>,
     pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
 }
 
@@ -283,6 +286,7 @@ impl WgpuBackend {
             pipelines: Mutex::default(),
             saes: Mutex::default(),
             pool: Mutex::default(),
+            resident: Mutex::default(),
             uncaptured,
         })
     }
@@ -402,8 +406,8 @@ impl WgpuBackend {
     }
 
     /// Free the device memory kept between calls (storage, staging and uniform
-    /// buffers and bind groups); uploaded weights stay. The next call creates what
-    /// it needs again.
+    /// buffers and bind groups, and the training tensors kept resident); uploaded
+    /// SAE weights stay. The next call creates what it needs again.
     ///
     /// ```
     /// # fn main() -> saeplug::Result<()> {
@@ -424,6 +428,7 @@ impl WgpuBackend {
     /// ```
     pub fn release_workspaces(&self) {
         lock(&self.pool).clear();
+        lock(&self.resident).clear();
     }
 
     /// Width (columns) of `[d, ds]` column chunks under the binding limit.
