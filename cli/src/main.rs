@@ -24,7 +24,6 @@ use compute::{ComputeArgs, Engine};
 mod bench;
 mod check;
 mod compute;
-#[allow(dead_code, reason = "wired to the dashboard subcommand next")]
 mod dashboard;
 #[allow(dead_code, reason = "wired to the explain subcommand next")]
 mod explain;
@@ -72,6 +71,9 @@ enum Command {
     /// Benchmarks, measured against a peer (PyTorch / scikit-learn) in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Build a static feature dashboard (opens from file://) from `saeplug record`,
+    /// `saeplug-llama logits` and `saeplug explain` output.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// ITO solver names.
@@ -285,6 +287,7 @@ impl Command {
             Command::Sweep(_) => "sweep",
             Command::Train(_) => "train",
             Command::Bench(_) => "bench",
+            Command::Dashboard(_) => "dashboard",
         }
     }
 }
@@ -298,6 +301,20 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
     };
     match cmd {
         Command::Demo | Command::Bench(_) => Ok(()),
+        Command::Dashboard(a) => {
+            if !a.record.join("index.json").is_file() {
+                return Err(format!(
+                    "{}: no index.json (a folder written by saeplug record)",
+                    a.record.display()
+                ));
+            }
+            opt(&a.logits, input_file)?;
+            opt(&a.explanations, input_file)?;
+            if a.out.exists() && !a.out.is_dir() {
+                return Err(format!("{} exists and is not a folder", a.out.display()));
+            }
+            Ok(())
+        }
         Command::Inspect { path } => sae_path(path),
         Command::Encode(a) => {
             a.io.check()?;
@@ -344,6 +361,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Sweep(a) => sweep(a),
         Command::Train(a) => train::run(*a),
         Command::Bench(b) => bench::run(b),
+        Command::Dashboard(a) => dashboard::run(a).map_err(Error::InvalidArgument),
     }
 }
 
