@@ -265,9 +265,11 @@ class Recorder:
         return FeatureStats(int(count.value), float(mean.value), float(mx.value))
 
     def write_json(self, path: PathLike) -> None:
-        """Write every feature's statistics as JSON (firing_count,
-        mean_activation, mean_when_firing, top [[position, value], ...]) to
-        ``path``, atomically."""
+        """Write the statistics as JSON to ``path``, atomically: ``d_sae``,
+        ``tokens`` (rows recorded), per-feature lists ``firing_count``,
+        ``mean_activation`` and ``mean_when_firing``, and ``top``: for each
+        feature that fired, ``{"<feature>": [[position, value], ...]}``,
+        strongest first."""
         p = os.fspath(path)
         with self._lock:
             check(lib.saeplug_recorder_write_json(self._handle(), encode_path(p)), p)

@@ -1,0 +1,106 @@
+"""The installed package: its docstring examples run, its library is the one it
+ships, and calls release the GIL (other Python threads run meanwhile)."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import saeplug
+from conftest import FIXTURES, SAELENS, fixture_io
+
+MODULES = ["saeplug", "saeplug._errors", "saeplug._sae", "saeplug._steer", "saeplug._store"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    import importlib
+
+    mod = importlib.import_module(name)
+    r = doctest.testmod(
+        mod,
+        extraglobs={"FIXTURES": str(FIXTURES)},
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        verbose=False,
+    )
+    assert r.failed == 0, f"{name}: {r.failed} of {r.attempted} doctest examples failed"
+
+
+def test_every_public_item_has_a_docstring():
+    for name in saeplug.__all__:
+        obj = getattr(saeplug, name)
+        assert obj.__doc__ and obj.__doc__.strip(), name
+
+
+def test_library_is_shipped_inside_the_package():
+    pkg = os.path.dirname(saeplug.__file__)
+    assert os.path.isfile(os.path.join(pkg, "py.typed"))
+    if os.environ.get("SAEPLUG_LIBRARY"):
+        pytest.skip("SAEPLUG_LIBRARY overrides the packaged library (development run)")
+    assert os.path.dirname(saeplug.library_path()) == pkg
+    assert os.path.isfile(saeplug.library_path())
+    assert saeplug.abi_version()[0] == 1
+
+
+def test_threads_share_an_sae_with_their_own_contexts():
+    path = SAELENS / "topk"
+    io = fixture_io(path)
+    sae = saeplug.Sae.open(path)
+    shared = saeplug.Context("cpu", 1)
+    out, errors = {}, []
+
+    def run(i):
+        try:
+            own = saeplug.Context("cpu", 1)
+            for _ in range(20):
+                a = sae.encode(io["x"], ctx=own)
+                b = sae.encode(io["x"], ctx=shared)  # one context, many threads: calls wait in turn
+                c = sae.encode(io["x"])  # this thread's default context
+            out[i] = (a, b, c)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert not errors, errors
+    for a, b, c in out.values():
+        for m in (a, b, c):
+            assert np.max(np.abs(m - io["feature_acts"])) <= 1e-4
+
+
+def test_the_gil_is_released_during_a_call():
+    # While one thread runs a long encode, a pure-Python thread keeps counting.
+    # (Fails if the call held the GIL: the counter would stand still meanwhile.)
+    sae = saeplug.Sae.open(FIXTURES / "smollm2-l6-topk")
+    x = np.random.default_rng(0).standard_normal((4096, sae.d_in), dtype=np.float32)
+    ctx = saeplug.Context("cpu", 1)
+    sae.encode(x[:8], ctx=ctx)
+    started, done = threading.Event(), threading.Event()
+    ticks = []
+
+    def count():
+        started.set()
+        n = 0
+        while not done.is_set():
+            n += 1
+        ticks.append(n)
+
+    t = threading.Thread(target=count)
+    t.start()
+    started.wait()
+    import time
+
+    t0 = time.perf_counter()
+    sae.encode(x, ctx=ctx)  # several hundred ms on one thread
+    dt = time.perf_counter() - t0
+    done.set()
+    t.join()
+    # In the GIL-held case the counter thread gets at most the switch interval
+    # (5 ms) of time before the call; released, it counts throughout.
+    assert dt > 0.02, f"encode too quick ({dt * 1e3:.1f} ms) for this check"
+    assert ticks[0] > 1000, ticks
