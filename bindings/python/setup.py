@@ -7,6 +7,8 @@ Environment:
                         with `cargo metadata`, so .cargo/config.toml is honoured too)
   SAEPLUG_SOURCE_DIR    the workspace root, when this folder was copied elsewhere
   SAEPLUG_CPU_ONLY=1    build without GPU support (no wgpu/Vulkan)
+  SAEPLUG_PROFILE=debug build with cargo's dev profile (as scripts/install.sh);
+                        default release
   SAEPLUG_NO_STRIP=1    keep the library's debug info (stripped by default: ~5x smaller)
   CARGO                 the cargo binary (default: `cargo` on PATH)
 """
@@ -55,7 +57,10 @@ def build_library():
             "saeplug: building the native library needs Rust's cargo on PATH "
             "(https://rustup.rs), or set $CARGO."
         )
-    cmd = [cargo, "build", "--release", "-p", "saeplug-ffi"]
+    profile = os.environ.get("SAEPLUG_PROFILE", "release")
+    if profile not in ("release", "debug"):
+        raise RuntimeError(f"saeplug: SAEPLUG_PROFILE={profile!r}: expected release or debug")
+    cmd = [cargo, "build", "-p", "saeplug-ffi"] + (["--release"] if profile == "release" else [])
     if os.environ.get("SAEPLUG_CPU_ONLY") == "1":
         cmd.append("--no-default-features")
     print("saeplug: " + " ".join(cmd) + f"  (in {root})", flush=True)
@@ -68,7 +73,7 @@ def build_library():
     )
     target = json.loads(meta.stdout)["target_directory"]
     triple = os.environ.get("CARGO_BUILD_TARGET")
-    path = os.path.join(target, *([triple] if triple else []), "release", LIB)
+    path = os.path.join(target, *([triple] if triple else []), profile, LIB)
     if not os.path.isfile(path):
         raise RuntimeError(f"saeplug: cargo finished but {path} is missing")
     return path
