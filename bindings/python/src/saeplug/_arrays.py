@@ -12,6 +12,7 @@ refused: saeplug computes in float32 and never changes precision silently.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any, Tuple
 
 import numpy as np
@@ -19,6 +20,22 @@ import numpy as np
 from ._errors import DTypeError, InvalidArgumentError, ShapeError, Status
 
 F32 = np.dtype(np.float32)
+
+_addressof = ctypes.addressof
+_from_buffer = ctypes.c_char.from_buffer
+
+
+def addr(a: np.ndarray) -> int:
+    """Address of a C-contiguous array's first element (0 for an empty array).
+
+    Through the buffer protocol (about 0.3 µs) for writable arrays; read-only ones
+    through ``__array_interface__`` (about 1 µs, a dict built per call)."""
+    if not a.size:
+        return 0
+    try:
+        return _addressof(_from_buffer(a))
+    except (TypeError, ValueError, BufferError):  # read-only
+        return a.__array_interface__["data"][0]
 
 
 def _to_ndarray(x: Any, name: str) -> np.ndarray:

@@ -193,8 +193,7 @@ class SolveResult:
     residuals: np.ndarray  # float32 [n]
 
 
-def _addr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0] if a.size else 0
+_addr = _arrays.addr
 
 
 class Sae:

@@ -26,8 +26,7 @@ _POSITIONS = {"all": 0, "first": 1, "last": 2, "range": 3}
 _REPLACE = {"none": 0, "with_error": 1, "reconstruction_only": 2}
 
 
-def _addr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0] if a.size else 0
+_addr = _arrays.addr
 
 
 def _u32(value: Any, what: str) -> int:

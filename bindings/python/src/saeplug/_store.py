@@ -20,8 +20,7 @@ _SPLITS = {"train": 0, "heldout": 1}
 NO_LAYER = 0xFFFFFFFF
 
 
-def _addr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0] if a.size else 0
+_addr = _arrays.addr
 
 
 class StoreWriter:
