@@ -104,3 +104,17 @@ def test_the_gil_is_released_during_a_call():
     # (5 ms) of time before the call; released, it counts throughout.
     assert dt > 0.02, f"encode too quick ({dt * 1e3:.1f} ms) for this check"
     assert ticks[0] > 1000, ticks
+
+
+def test_readme_python_example_runs():
+    """The README's five-line example, with its placeholder path replaced by a fixture."""
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    assert "saeplug.Sae.open(" in code and "sae.encode" in code and "sae.decode" in code
+    code = code.replace('"path/to/sae"', repr(str(SAELENS / "standard")))
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["f"].shape == (4, 256) and ns["x_hat"].shape == (4, 64)
