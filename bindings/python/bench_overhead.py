@@ -30,7 +30,6 @@ batch 1 as the median difference of alternating sae.encode / raw ctypes calls
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
 import subprocess
@@ -169,7 +168,7 @@ def main() -> None:
         t2 = pc()
         diffs[i] = (t2 - t1) - (t1 - t0)
     paired = float(np.median(diffs)) / 1e3
-    r0, r1 = results[0], results[1]
+    r0 = results[0]
     over0 = r0["py"] - r0["c"]
     boundary = r0["raw"] - r0["c"]
     over1 = boundary + paired
