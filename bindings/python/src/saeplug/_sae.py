@@ -236,6 +236,7 @@ class Sae:
         self._d_in = int(info.d_in)
         self._d_sae = int(info.d_sae)
         self._k = int(info.k)
+        self._normalizes = info.normalization != 0
         self.info: Dict[str, Any] = {
             "d_in": self._d_in,
             "d_sae": self._d_sae,
@@ -399,7 +400,17 @@ class Sae:
         """
         if isinstance(f, SparseCodes):
             return self.decode_sparse(f, ctx)
+        if self._normalizes:
+            self._refuse_decode()
         return self._dense(_decode, f, self._d_sae, self._d_in, "f", "d_sae", ctx)
+
+    def _refuse_decode(self) -> None:
+        raise InvalidArgumentError(
+            Status.INVALID_ARGUMENT,
+            f"this SAE normalises its input ({self.info['normalization']}): decoding needs each "
+            "row's statistics from the encode, which codes do not carry; use "
+            "sae.reconstruct(x) for decode(encode(x))",
+        )
 
     def reconstruct(self, x: Any, ctx: Optional[Context] = None) -> np.ndarray:
         """``decode(encode(x))`` with the SAE's input normalisation undone per row
@@ -489,6 +500,8 @@ class Sae:
         >>> np.allclose(sae.decode_sparse(sae.encode_sparse(x)), sae.reconstruct(x), atol=1e-5)
         True
         """
+        if self._normalizes:
+            self._refuse_decode()
         offs, idx, val = self._csr(codes)
         n = offs.shape[0] - 1
         out = np.empty((n, self._d_in), np.float32)
