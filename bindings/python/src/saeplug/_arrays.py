@@ -33,9 +33,9 @@ def addr(a: np.ndarray) -> int:
     if not a.size:
         return 0
     try:
-        return _addressof(_from_buffer(a))
+        return _addressof(_from_buffer(a))  # type: ignore[arg-type]  # ndarray exports a buffer
     except (TypeError, ValueError, BufferError):  # read-only
-        return a.__array_interface__["data"][0]
+        return int(a.__array_interface__["data"][0])
 
 
 def _to_ndarray(x: Any, name: str) -> np.ndarray:

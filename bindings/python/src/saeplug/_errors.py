@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 
 class Status(enum.IntEnum):
@@ -70,7 +70,7 @@ class SaeplugError(Exception):
     def __str__(self) -> str:  # OSError subclasses format their own str
         return self.args[0] if self.args else self.message
 
-    def __reduce__(self):  # picklable (multiprocessing) despite the two-arg init
+    def __reduce__(self) -> Tuple[Any, ...]:  # picklable (multiprocessing) despite the two-arg init
         return (type(self), (self.status, self.message))
 
 
@@ -132,7 +132,7 @@ class ClosedError(SaeplugError, ValueError):
     """A handle was used after ``close()``."""
 
 
-_BY_STATUS = {
+_BY_STATUS: Dict[Status, Type[SaeplugError]] = {
     Status.INVALID_ARGUMENT: InvalidArgumentError,
     Status.INVALID_UTF8: InvalidArgumentError,
     Status.NULL_POINTER: InternalError,
@@ -156,7 +156,7 @@ def error_for(status: int, message: str, path: Optional[str] = None) -> SaeplugE
     """The exception for a failed call: its class from the status, its text from
     the library's message. An IO error on a ``path`` that does not exist is a
     :class:`SaeNotFoundError` (a ``FileNotFoundError``)."""
-    cls = _BY_STATUS.get(status, SaeplugError)  # type: ignore[call-overload]
+    cls: Type[SaeplugError] = _BY_STATUS.get(status, SaeplugError)  # type: ignore[call-overload]
     if cls is SaeplugIOError and path is not None and not os.path.exists(path):
         e = SaeNotFoundError(status, message)
         e.errno, e.filename = errno.ENOENT, path

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 from ctypes import POINTER, c_char_p, c_float, c_size_t, c_uint32, c_uint64, c_void_p
-from typing import Optional
+from typing import Any, Optional
 
 from ._errors import InvalidArgumentError, Status, error_for
 
@@ -82,7 +82,7 @@ _pp = POINTER(c_void_p)  # handle out-parameters
 _psize = POINTER(c_size_t)
 
 
-def _decl(name: str, restype, *argtypes) -> None:
+def _decl(name: str, restype: Any, *argtypes: Any) -> None:
     f = getattr(lib, name)
     f.restype = restype
     f.argtypes = list(argtypes)

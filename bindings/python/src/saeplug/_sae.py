@@ -7,7 +7,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -179,7 +179,7 @@ class SparseCodes:
         out[rows, self.indices.astype(np.intp)] = self.values
         return out
 
-    def __iter__(self):  # unpacks as (row_offsets, indices, values)
+    def __iter__(self) -> Iterator[np.ndarray]:  # unpacks as (row_offsets, indices, values)
         return iter((self.row_offsets, self.indices, self.values))
 
 
@@ -355,7 +355,9 @@ class Sae:
 
     # -- dense calls -----------------------------------------------------------
 
-    def _dense(self, fn, x: Any, width: int, out_width: int, name: str, wname: str, ctx) -> np.ndarray:
+    def _dense(
+        self, fn: Callable[..., int], x: Any, width: int, out_width: int, name: str, wname: str, ctx: Optional[Context]
+    ) -> np.ndarray:
         a, one = _arrays.rows(x, width, name, wname)
         n = a.shape[0]
         out = np.empty((n, out_width), np.float32)

@@ -279,7 +279,8 @@ class Recorder:
             p = os.path.join(d, "features.json")
             self.write_json(p)
             with open(p, encoding="utf-8") as fh:
-                return json.load(fh)
+                data: Dict[str, Any] = json.load(fh)
+            return data
 
     def close(self) -> None:
         """Free the recorder (and its reference to the SAE) now."""
