@@ -118,3 +118,25 @@ def test_readme_python_example_runs():
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["f"].shape == (4, 256) and ns["x_hat"].shape == (4, 64)
+
+
+def test_missing_or_foreign_library_is_a_clear_import_error(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SAEPLUG_LIBRARY=str(tmp_path / "nope.so"))
+    r = subprocess.run([sys.executable, "-c", "import saeplug"], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "ImportError" in r.stderr and "nope.so" in r.stderr
+    assert "pip install ./bindings/python" in r.stderr
+    # A shared library that is not saeplug's (numpy's own extension module):
+    # ImportError naming the missing saeplug_abi_version, no crash.
+    import glob
+
+    other = glob.glob(os.path.join(os.path.dirname(np.__file__), "_core", "_multiarray_umath*.so")) + glob.glob(
+        os.path.join(os.path.dirname(np.__file__), "core", "_multiarray_umath*.so")
+    )
+    assert other, "numpy's extension module not found"
+    env["SAEPLUG_LIBRARY"] = other[0]
+    r = subprocess.run([sys.executable, "-c", "import saeplug"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "not a loadable saeplug library" in r.stderr, r.stderr
+    assert "saeplug_abi_version" in r.stderr

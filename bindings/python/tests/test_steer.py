@@ -277,3 +277,24 @@ def test_real_sae_steering_with_smollm2(tmp_path):
     sae.hook(6).clamp(feat, 0.0).apply(z)
     want = y.astype(np.float64) - np.outer(f[:, feat], sae.decoder_row(feat))
     assert np.max(np.abs(z - want)) < 1e-3
+
+
+class _DLPackOnly:
+    """Only the DLPack protocol (what a CPU torch tensor offers a library that does not
+    know torch), over a numpy array's memory."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_hook_applies_in_place_through_dlpack(sae, weights):
+    z = np.zeros((2, 64), np.float32)
+    wrapped = _DLPackOnly(z)
+    assert sae.hook(0).add(5, 2.0).apply(wrapped) is wrapped
+    assert np.max(np.abs(z - 2.0 * weights["W_dec"][5])) < 1e-5  # the caller's memory changed

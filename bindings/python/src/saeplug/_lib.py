@@ -60,8 +60,12 @@ def _load() -> ctypes.CDLL:
             "$SAEPLUG_LIBRARY at a libsaeplug_ffi.so built by "
             "`cargo build --release -p saeplug-ffi`."
         )
-    lib = ctypes.CDLL(path)
-    lib.saeplug_abi_version.restype = c_uint32
+    try:
+        lib = ctypes.CDLL(path)
+        abi = lib.saeplug_abi_version
+    except (OSError, AttributeError) as e:
+        raise ImportError(f"saeplug: {path} is not a loadable saeplug library ({e})") from None
+    abi.restype = c_uint32
     lib.saeplug_abi_version.argtypes = []
     v = lib.saeplug_abi_version()
     major, minor = v >> 16, v & 0xFFFF
