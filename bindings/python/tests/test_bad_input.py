@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import saeplug
-from conftest import SAELENS, fixture_io
+from conftest import SAELENS, SMOLLM2, fixture_io
 
 STD = SAELENS / "standard"
 
@@ -338,3 +338,59 @@ def test_crash_prone_cases_in_a_child_process(tmp_path):
     )
     assert r.returncode == 0, f"child died (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     assert "SURVIVED" in r.stdout, r.stdout + r.stderr
+
+
+FORK = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import saeplug
+
+    sae = saeplug.Sae.open(sys.argv[1])
+    x = np.ones((64, sae.d_in), np.float32)
+    ctx = saeplug.Context("cpu", 2)
+    hook = sae.hook(0).add(3, 1.0)
+    sae.encode(x, ctx=ctx)
+    want = sae.encode(x)                   # the default context (every core), just before the fork
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)                   # a hang becomes a failure, not a stuck suite
+        try:
+            assert np.array_equal(sae.encode(x), want)   # a new default context in the child
+            try:
+                sae.encode(x, ctx=ctx)
+                raise SystemExit("a context made before fork was used in the child")
+            except saeplug.ClosedError as e:
+                assert "fork" in str(e), e
+            with saeplug.Context("cpu", 2) as c2:
+                assert np.array_equal(sae.encode(x, ctx=c2), want)
+            y = np.zeros((2, sae.d_in), np.float32)
+            hook.apply(y)
+            ctx.close()
+            print("CHILD OK", flush=True)
+            os._exit(0)
+        except BaseException as e:
+            print("CHILD FAILED", repr(e), flush=True)
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert np.array_equal(sae.encode(x, ctx=ctx), want)  # the parent's context still works
+    print("PARENT OK", flush=True)
+    """
+)
+
+
+def test_fork_child_gets_fresh_contexts(tmp_path):
+    """A CPU context's worker threads do not survive os.fork(): without care the child
+    (multiprocessing's default on Linux) would wait forever on the parent's default
+    context. The child gets new default contexts; old ones raise, naming the fork."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORK)
+    r = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script), str(SMOLLM2)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, f"rc {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    assert "CHILD OK" in r.stdout and "PARENT OK" in r.stdout, r.stdout + r.stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
 from ._lib import SaeInfo, check, encode_path, lib, raise_status
 
@@ -71,11 +71,13 @@ class Context:
     cpu
     """
 
-    __slots__ = ("_ptr", "_lock", "requested", "threads", "backend", "__weakref__")
+    __slots__ = ("_ptr", "_lock", "_forked", "requested", "threads", "backend", "__weakref__")
 
     def __init__(self, backend: str = "cpu", threads: int = 0) -> None:
         self._ptr = 0
+        self._forked = False
         self._lock = threading.Lock()
+        _fork.track_lock(self)
         code = _choice(backend, _BACKENDS, "backend")
         if not isinstance(threads, (int, np.integer)) or threads < 0:
             raise InvalidArgumentError(
@@ -86,6 +88,7 @@ class Context:
         out = ctypes.c_void_p()
         check(lib.saeplug_ctx_new(code, int(threads), ctypes.byref(out)))
         self._ptr = out.value or 0
+        _fork.track_context(self)
         self.requested = backend
         self.threads = int(threads)
         #: The backend the context runs on: ``"cpu"`` or ``"wgpu"``.
@@ -98,6 +101,16 @@ class Context:
             p, self._ptr = self._ptr, 0
             if p:
                 lib.saeplug_ctx_free(p)
+
+    def _closed(self) -> ClosedError:
+        if self._forked:
+            return ClosedError(
+                Status.INVALID_ARGUMENT,
+                "this context was made before os.fork(); its worker threads do not exist in "
+                "the child: make a new saeplug.Context in the child (calls without ctx= "
+                "do so by themselves)",
+            )
+        return ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
 
     def __enter__(self) -> "Context":
         return self
@@ -119,6 +132,14 @@ class Context:
 
 
 _local = threading.local()
+
+
+def _forget_default_contexts() -> None:
+    global _local
+    _local = threading.local()
+
+
+_fork.on_fork_in_child(_forget_default_contexts)
 
 
 def default_context() -> Context:
@@ -366,7 +387,7 @@ class Sae:
         with c._lock:
             cp = c._ptr
             if not cp:
-                raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                raise c._closed()
             st = fn(cp, p, _addr(a), a.size, n, _addr(out), out.size)
         if st:
             raise_status(st)
@@ -454,7 +475,7 @@ class Sae:
             val = np.empty(max(cap, 1), np.float32)
             with c._lock:
                 if not c._ptr:
-                    raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                    raise c._closed()
                 st = lib.saeplug_ctx_encode_sparse(
                     c._ptr, p, _addr(a), a.size, n, _addr(offs), _addr(idx), _addr(val),
                     cap, ctypes.byref(nnz),
@@ -511,7 +532,7 @@ class Sae:
         p = self._handle()
         with c._lock:
             if not c._ptr:
-                raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                raise c._closed()
             st = lib.saeplug_ctx_decode_sparse(
                 c._ptr, p, _addr(offs), _addr(idx), _addr(val), idx.shape[0], n,
                 _addr(out), out.size,
@@ -564,7 +585,7 @@ class Sae:
         p = self._handle()
         with c._lock:
             if not c._ptr:
-                raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                raise c._closed()
             st = lib.saeplug_ctx_solve(
                 c._ptr, p, code, int(k), 1 if nonnegative else 0, float(tol),
                 _addr(a), a.size, n, _addr(offs), _addr(idx), _addr(val), cap,

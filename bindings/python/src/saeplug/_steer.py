@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
 from ._lib import check, encode_path, lib
 
@@ -64,6 +64,7 @@ class Hook:
     def __init__(self, sae: "Sae", layer: int) -> None:
         self._ptr = 0
         self._lock = threading.Lock()
+        _fork.track_lock(self)
         self._d_in = sae.d_in
         self._d_sae = sae.d_sae
         self._sae = sae  # for the default context (sae.ctx); the C hook keeps the weights alive
@@ -170,7 +171,7 @@ class Hook:
         c = self._sae._ctx(ctx)
         with self._lock, c._lock:
             if not c._ptr:
-                raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                raise c._closed()
             st = lib.saeplug_ctx_hook_apply(c._ptr, self._handle(), _addr(a), a.size, a.shape[0], _size(pos0, "pos0"))
             # Read the message on this thread, before anything else can fail.
             check(st)
@@ -230,6 +231,7 @@ class Recorder:
     def __init__(self, sae: "Sae", top_n: int = 10) -> None:
         self._ptr = 0
         self._lock = threading.Lock()
+        _fork.track_lock(self)
         self._d_in = sae.d_in
         self._d_sae = sae.d_sae
         self._sae = sae
@@ -249,7 +251,7 @@ class Recorder:
         c = self._sae._ctx(ctx)
         with self._lock, c._lock:
             if not c._ptr:
-                raise ClosedError(Status.INVALID_ARGUMENT, "the context is closed")
+                raise c._closed()
             check(lib.saeplug_ctx_record(c._ptr, self._handle(), _addr(a), a.size, a.shape[0], _size(pos0, "pos0")))
 
     def feature(self, feature: int) -> FeatureStats:

@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
 from ._lib import check, encode_path, lib
 
@@ -57,6 +57,7 @@ class StoreWriter:
     ) -> None:
         self._ptr = 0
         self._lock = threading.Lock()
+        _fork.track_lock(self)
         if dtype not in _DTYPES:
             raise InvalidArgumentError(Status.INVALID_ARGUMENT, f"unknown dtype {dtype!r}; expected f32 or f16")
         self.d_in = int(d_in)
