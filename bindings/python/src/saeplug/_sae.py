@@ -63,7 +63,9 @@ class Context:
     A context runs one call at a time: calls from several Python threads on one
     context wait for each other (give each thread its own context to run them in
     parallel). Without ``ctx=``, calls use ``sae.ctx`` if set, else a CPU
-    context made once per thread.
+    context made once per thread. In a child made by ``os.fork()`` (e.g.
+    ``multiprocessing``), contexts from before the fork raise :class:`ClosedError`
+    (their worker threads did not survive it); calls without ``ctx=`` make new ones.
 
     >>> import saeplug
     >>> with saeplug.Context("cpu", threads=2) as ctx:
