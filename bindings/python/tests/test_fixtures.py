@@ -161,3 +161,15 @@ def test_smollm2_is_topk_32():
     sae = saeplug.Sae.open(dict(CASES)[SMOLLM2_NAME])
     assert sae.info["architecture"] == "topk" and sae.info["k"] == 32
     assert sae.info["topk_order"] == "topk_then_relu"
+
+
+def test_encode_sparse_grows_its_buffers(monkeypatch):
+    # A first capacity guess too small for the codes: the library reports the
+    # exact need (BUFFER_TOO_SMALL) and the second call fits.
+    monkeypatch.setattr(saeplug._sae, "_SPARSE_GUESS_PER_ROW", 1)
+    for name, path in CASES:
+        io = fixture_io(path)
+        sae = saeplug.Sae.open(path)
+        codes = sae.encode_sparse(io["x"])
+        assert codes.nnz == np.count_nonzero(io["feature_acts"]), name
+        assert max_err(codes.to_dense(), io["feature_acts"]) <= TOL, name

@@ -26,6 +26,8 @@ _ARCHITECTURES = {0: "standard", 1: "jumprelu", 2: "gated", 3: "topk"}
 _NORMALIZATIONS = {0: "none", 1: "constant_norm_rescale", 2: "layer_norm"}
 _TOPK_ORDERS = {0: "topk_then_relu", 1: "relu_then_topk", 2: "signed", 3: "groupmax"}
 _BUFFER_TOO_SMALL = int(Status.BUFFER_TOO_SMALL)
+# encode_sparse's first capacity guess per row for SAEs without a k (then the exact need).
+_SPARSE_GUESS_PER_ROW = 256
 _NON_FINITE = int(Status.NON_FINITE)
 
 # Dense-call fast path: the C functions, bound once.
@@ -467,7 +469,7 @@ class Sae:
         a, _ = _arrays.rows(x, self._d_in, "x", "d_in")
         n = a.shape[0]
         # Top-k SAEs keep at most k per row; others: a guess, then the exact need.
-        cap = n * self._k if self._k else n * min(self._d_sae, 256)
+        cap = n * self._k if self._k else n * min(self._d_sae, _SPARSE_GUESS_PER_ROW)
         c = self._ctx(ctx)
         p = self._handle()
         offs = np.empty(n + 1, np.uintp)
