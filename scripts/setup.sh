@@ -14,9 +14,10 @@ saeplug_setup() {
   local root apt_pkgs py_mods sudo missing p
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   # python3-doc and fortunes-min: real English text for the capture tests' corpus.
+  # python3-venv: scripts/test-python.sh installs the Python package into a fresh venv.
   # chromium + chromium-driver: the dashboard test drives a real headless browser
   # (selenium, from pip, talks to Debian's chromedriver; no driver download).
-  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip mesa-vulkan-drivers libvulkan1 python3-doc fortunes-min chromium chromium-driver"
+  apt_pkgs="gcc g++ cmake make pkg-config valgrind python3 python3-pip python3-venv mesa-vulkan-drivers libvulkan1 python3-doc fortunes-min chromium chromium-driver"
   py_mods="numpy safetensors gguf selenium"
 
   # 1. System packages (dpkg's status is the check; apt-get only runs when one is

@@ -15,6 +15,10 @@ log="$(mktemp)"
 set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The Python package: a fresh venv, `pip install ./bindings/python pytest`, pytest.
+echo "== Python package (bindings/python)"
+bash scripts/test-python.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # Every CPU ISA level this machine runs, forced through SAEPLUG_CPU_ISA: the
 # SAELens fixtures and the f64-reference parity tests once per level (the default
 # run above used the fastest).
