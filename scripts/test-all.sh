@@ -16,8 +16,10 @@ set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The Python package: a fresh venv, `pip install ./bindings/python pytest`, pytest.
+# Built with the dev profile: cargo test above has just built that library, so the
+# package reuses it instead of a release build of its own (minutes on 2 cores).
 echo "== Python package (bindings/python)"
-bash scripts/test-python.sh 2>&1 | tee -a "$log"
+SAEPLUG_PROFILE=debug bash scripts/test-python.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # Every CPU ISA level this machine runs, forced through SAEPLUG_CPU_ISA: the
 # SAELens fixtures and the f64-reference parity tests once per level (the default
