@@ -25,7 +25,9 @@ mod bench;
 mod check;
 mod compute;
 mod progress;
+mod record;
 mod train;
+mod vocab;
 
 /// saeplug: sparse autoencoders as activation plugins.
 ///
@@ -65,6 +67,9 @@ enum Command {
     /// Train an SAE on activations [n, d_in] (.npy or .safetensors) and write a
     /// SAELens v6 folder, metrics.csv, curves.svg and checkpoints.
     Train(Box<train::TrainArgs>),
+    /// Record per-feature dashboard data from an activation store: top examples and
+    /// interval samples with context windows, histogram, density (two passes).
+    Record(Box<record::RecordArgs>),
     /// Benchmarks, measured against a peer (PyTorch / scikit-learn) in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -280,6 +285,7 @@ impl Command {
             Command::Decompose(_) => "decompose",
             Command::Sweep(_) => "sweep",
             Command::Train(_) => "train",
+            Command::Record(_) => "record",
             Command::Bench(_) => "bench",
         }
     }
@@ -316,6 +322,17 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
             opt(&a.path, sae_path)?;
             opt(&a.input, input_file)
         }
+        Command::Record(a) => {
+            sae_path(&a.sae)?;
+            if !a.store.join("manifest.json").is_file() {
+                return Err(format!("{} is not an activation store (no manifest.json)", a.store.display()));
+            }
+            opt(&a.model, input_file)?;
+            if a.out.exists() && !a.out.is_dir() {
+                return Err(format!("{} exists and is not a folder", a.out.display()));
+            }
+            Ok(())
+        }
         Command::Train(a) => {
             // An activation store folder, or a regular matrix file.
             if !(a.input.is_dir() && a.input.join("manifest.json").is_file()) {
@@ -339,6 +356,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Decompose(a) => decompose(a),
         Command::Sweep(a) => sweep(a),
         Command::Train(a) => train::run(*a),
+        Command::Record(a) => record::run(*a),
         Command::Bench(b) => bench::run(b),
     }
 }
