@@ -38,6 +38,20 @@ static int read_at(FILE *f, size_t off, void *buf, size_t n) {
     return fread(buf, 1, n, f) == n ? 0 : -1;
 }
 
+/* Dequantise `n` values of type `type` at `src` into `dst` with ggml's own type
+ * traits (F32 is copied: ggml has no to_float for it). Returns 0, or -1 when ggml
+ * cannot dequantise the type. */
+static int to_f32(enum ggml_type type, const void *src, float *dst, int64_t n) {
+    if (type == GGML_TYPE_F32) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+        return 0;
+    }
+    const struct ggml_type_traits *tr = ggml_get_type_traits(type);
+    if (!tr || !tr->to_float) return -1;
+    tr->to_float(src, dst, n);
+    return 0;
+}
+
 int saeplug_unembed_load(const char *path, struct saeplug_unembed *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
     struct ggml_context *meta = NULL;
@@ -59,7 +73,7 @@ int saeplug_unembed_load(const char *path, struct saeplug_unembed *out, char *er
         goto done;
     }
     const struct ggml_type_traits *tr = ggml_get_type_traits(t->type);
-    if (!tr || !tr->to_float) {
+    if (t->type != GGML_TYPE_F32 && (!tr || !tr->to_float)) {
         fail(err, err_len, "%s: %s has type %s, which ggml cannot dequantise", path, name, ggml_type_name(t->type));
         goto done;
     }
@@ -82,11 +96,10 @@ int saeplug_unembed_load(const char *path, struct saeplug_unembed *out, char *er
         goto done;
     }
     for (int64_t r = 0; r < n_vocab; r++)
-        tr->to_float((const char *)raw + (size_t)r * row_bytes, out->w + (size_t)r * (size_t)n_embd, n_embd);
+        to_f32(t->type, (const char *)raw + (size_t)r * row_bytes, out->w + (size_t)r * (size_t)n_embd, n_embd);
     struct ggml_tensor *gain = ggml_get_tensor(meta, "output_norm.weight");
     if (gain) {
-        const struct ggml_type_traits *gt = ggml_get_type_traits(gain->type);
-        if (ggml_nelements(gain) != n_embd || !gt->to_float) {
+        if (ggml_nelements(gain) != n_embd) {
             fail(err, err_len, "%s: output_norm.weight has %lld values of type %s, n_embd is %lld", path,
                  (long long)ggml_nelements(gain), ggml_type_name(gain->type), (long long)n_embd);
             goto done;
@@ -95,9 +108,8 @@ int saeplug_unembed_load(const char *path, struct saeplug_unembed *out, char *er
         void *graw = malloc(gbytes);
         float *gv = malloc(sizeof(float) * (size_t)n_embd);
         size_t goff = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, gguf_find_tensor(g, "output_norm.weight"));
-        int ok = graw && gv && read_at(f, goff, graw, gbytes) == 0;
+        int ok = graw && gv && read_at(f, goff, graw, gbytes) == 0 && to_f32(gain->type, graw, gv, n_embd) == 0;
         if (ok) {
-            gt->to_float(graw, gv, n_embd);
             for (int64_t r = 0; r < n_vocab; r++)
                 for (int64_t j = 0; j < n_embd; j++) out->w[(size_t)r * (size_t)n_embd + (size_t)j] *= gv[j];
         }
@@ -210,6 +222,12 @@ static void print_tokens(FILE *o, const struct llama_vocab *vocab, const float *
     fputc(']', o);
 }
 
+/* llama.cpp's log: errors only. */
+static void quiet_log(enum ggml_log_level level, const char *text, void *user) {
+    (void)user;
+    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: saeplug-llama logits --sae DIR -m MODEL.gguf --out OUT.json "
                     "[--features F,F,...] [--top 10] [--bins 50]\n");
@@ -252,6 +270,7 @@ int logits_main(int argc, char **argv) {
                 info.d_in, (long long)u.n_embd, u.tensor, (long long)u.n_vocab, (long long)u.n_embd);
         return 1;
     }
+    llama_log_set(quiet_log, NULL);
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = true;

@@ -770,3 +770,143 @@ pub fn window(store: &ActivationStore, split: Split, row: u64, context: usize) -
         tokens: tokens[a..b].to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::Rng;
+
+    /// A dense `[n, d]` matrix: sparse, with tied values (multiples of 0.25),
+    /// some negative values in feature 1 and feature `d - 1` never firing.
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut x = vec![0.0f32; n * d];
+        for r in 0..n {
+            for i in 0..d - 1 {
+                if rng.uniform() < 0.1 + 0.05 * i as f64 {
+                    let mut v = (1 + (rng.next_u64() % 16)) as f32 * 0.25;
+                    if i == 1 && rng.uniform() < 0.3 {
+                        v = -v;
+                    }
+                    x[r * d + i] = v;
+                }
+            }
+        }
+        x
+    }
+
+    fn run(x: &[f32], d: usize, opts: &RecordOptions, batches: &[usize]) -> ContextRecorder {
+        let mut rec = ContextRecorder::new(d, opts.clone()).unwrap();
+        let n = x.len() / d;
+        while rec.needs_pass() {
+            let (mut start, mut b) = (0, 0);
+            while start < n {
+                let take = batches[b % batches.len()].min(n - start);
+                let codes = SparseCodes::from_dense(&x[start * d..(start + take) * d], d, Vec::new());
+                rec.observe(&codes, start as u64).unwrap();
+                start += take;
+                b += 1;
+            }
+            rec.finish_pass().unwrap();
+        }
+        rec
+    }
+
+    /// The window of feature `i` around row `r`, from the dense matrix.
+    fn window_of(x: &[f32], d: usize, i: usize, r: usize, c: usize) -> Vec<f32> {
+        let n = x.len() / d;
+        (0..2 * c + 1)
+            .map(|k| {
+                let rr = r as i64 + k as i64 - c as i64;
+                if rr < 0 || rr >= n as i64 { 0.0 } else { x[rr as usize * d + i] }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equals_a_brute_force_recomputation() {
+        let (n, d) = (3000, 7);
+        let x = data(n, d, 11);
+        let opts = RecordOptions { top_n: 15, intervals: 10, per_interval: 4, hist_bins: 50, context: 3, seed: 5 };
+        // Batching must not matter.
+        let a = run(&x, d, &opts, &[1000]);
+        let b = run(&x, d, &opts, &[1, 7, 333, 64]);
+        for i in 0..d {
+            assert_eq!(a.feature(i), b.feature(i), "feature {i}: batching changed the result");
+            let f = a.feature(i);
+            // Brute force: every firing (value, row), sorted by value desc then row.
+            let mut ev: Vec<(f64, usize)> = (0..n)
+                .filter(|&r| x[r * d + i] != 0.0)
+                .map(|r| (x[r * d + i] as f64, r))
+                .collect();
+            assert_eq!(f.count, ev.len() as u64);
+            assert_eq!(f.density, ev.len() as f64 / n as f64);
+            if ev.is_empty() {
+                assert!(f.top.is_empty() && f.max == 0.0, "feature {i} never fired: {f:?}");
+                assert!(f.histogram.iter().all(|&c| c == 0));
+                assert!(f.intervals.iter().all(|iv| iv.count == 0 && iv.samples.is_empty()));
+                continue;
+            }
+            let mean = ev.iter().map(|e| e.0).sum::<f64>() / ev.len() as f64;
+            assert!((f.mean - mean).abs() < 1e-9, "{} vs {mean}", f.mean);
+            ev.sort_by(|p, q| q.0.total_cmp(&p.0).then(p.1.cmp(&q.1)));
+            let top: Vec<(f64, usize)> = ev.iter().take(15).copied().collect();
+            let got: Vec<(f64, usize)> = f.top.iter().map(|e| (e.value as f64, e.row as usize)).collect();
+            assert_eq!(got, top, "feature {i}");
+            for e in &f.top {
+                assert_eq!(e.window, window_of(&x, d, i, e.row as usize, 3), "feature {i} row {}", e.row);
+            }
+            let max = ev[0].0;
+            let lo = ev.iter().map(|e| e.0).fold(0.0f64, f64::min);
+            assert_eq!((f.max as f64, f.lo as f64), (max, lo));
+            // Histogram and intervals, binned in f64 here.
+            let bin = |v: f64, nb: usize| -> usize {
+                if max == lo { nb - 1 } else { (((v - lo) / (max - lo) * nb as f64).floor() as usize).min(nb - 1) }
+            };
+            let mut hist = vec![0u64; 50];
+            for e in &ev {
+                hist[bin(e.0, 50)] += 1;
+            }
+            assert_eq!(f.histogram, hist, "feature {i}");
+            assert_eq!(f.histogram.iter().sum::<u64>(), f.count);
+            for (b, iv) in f.intervals.iter().enumerate() {
+                let inside: Vec<&(f64, usize)> = ev.iter().filter(|e| bin(e.0, 10) == b).collect();
+                assert_eq!(iv.count, inside.len() as u64, "feature {i} interval {b}");
+                // The sample: the rows of the interval with the 4 smallest keys.
+                let mut keyed: Vec<(u64, usize)> =
+                    inside.iter().map(|e| (sample_key(5, i as u32, e.1 as u64), e.1)).collect();
+                keyed.sort();
+                let want: Vec<usize> = keyed.iter().take(4).map(|k| k.1).collect();
+                let got: Vec<usize> = iv.samples.iter().map(|s| s.row as usize).collect();
+                assert_eq!(got, want, "feature {i} interval {b}");
+                for s in &iv.samples {
+                    assert!(s.value >= iv.lo && (s.value < iv.hi || b == 9 && s.value <= iv.hi), "{s:?} not in {iv:?}");
+                    assert_eq!(s.window, window_of(&x, d, i, s.row as usize, 3));
+                }
+            }
+        }
+        // The never-firing feature is there, and feature 1's range reaches below 0.
+        assert_eq!(a.feature(d - 1).count, 0);
+        assert!(a.feature(1).lo < 0.0);
+    }
+
+    #[test]
+    fn other_data_in_the_second_pass_is_refused() {
+        let d = 3;
+        let x = data(50, d, 2);
+        let mut rec = ContextRecorder::new(d, RecordOptions::default()).unwrap();
+        rec.observe(&SparseCodes::from_dense(&x, d, Vec::new()), 0).unwrap();
+        rec.finish_pass().unwrap();
+        let mut y = x.clone();
+        y[0] = 100.0; // above the first pass's max
+        let err = rec.observe(&SparseCodes::from_dense(&y, d, Vec::new()), 0).unwrap_err();
+        assert!(err.to_string().contains("second pass"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_codes_are_refused() {
+        let mut rec = ContextRecorder::new(2, RecordOptions::default()).unwrap();
+        let codes = SparseCodes::from_dense(&[0.0, f32::NAN], 2, Vec::new());
+        assert!(rec.observe(&codes, 0).is_err());
+    }
+}
