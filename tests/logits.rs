@@ -55,5 +55,8 @@ fn logit_effects_equal_numpy_on_the_gguf_package_dequantisation() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "accepted an SAE of the wrong width");
-    assert!(err.contains("d_in is 577") && err.contains("n_embd is 576"), "{err}");
+    assert!(
+        err.contains("d_in is 577") && err.contains("n_embd is 576"),
+        "{err}"
+    );
 }

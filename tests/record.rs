@@ -76,7 +76,17 @@ fn top_examples_equal_a_brute_force_recomputation() {
             .arg(dir.join("sae"))
             .arg("--store")
             .arg(dir.join("store"))
-            .args(["--top", "6", "--context", "3", "--batch", "64", "--chunk", "16", "--out"])
+            .args([
+                "--top",
+                "6",
+                "--context",
+                "3",
+                "--batch",
+                "64",
+                "--chunk",
+                "16",
+                "--out",
+            ])
             .arg(&out),
     );
     assert!(log.contains("peak RSS"), "{log}");
@@ -92,7 +102,8 @@ fn top_examples_equal_a_brute_force_recomputation() {
     assert_eq!(chunks.len(), 3); // 40 features, 16 a chunk
     let mut feats = Vec::new();
     for c in &chunks {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(c)).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(c)).unwrap()).unwrap();
         feats.extend(v["features"].as_array().unwrap().iter().cloned());
     }
     assert_eq!(feats.len(), 40);
@@ -104,8 +115,10 @@ fn top_examples_equal_a_brute_force_recomputation() {
     let mut live = 0;
     for f in &feats {
         let i = f["feature"].as_u64().unwrap() as usize;
-        let mut ev: Vec<(f32, usize)> =
-            (0..N).filter(|&r| dense[r * 40 + i] != 0.0).map(|r| (dense[r * 40 + i], r)).collect();
+        let mut ev: Vec<(f32, usize)> = (0..N)
+            .filter(|&r| dense[r * 40 + i] != 0.0)
+            .map(|r| (dense[r * 40 + i], r))
+            .collect();
         assert_eq!(f["count"], ev.len(), "feature {i}");
         if i == 0 {
             assert!(ev.is_empty(), "the dead feature fired");
@@ -124,22 +137,38 @@ fn top_examples_equal_a_brute_force_recomputation() {
         for (e, &(v, r)) in got.iter().zip(&ev) {
             assert_eq!(e["row"], r, "feature {i}");
             let gv = e["value"].as_f64().unwrap() as f32;
-            assert!((gv - v).abs() <= 1e-5 * v.abs().max(1.0), "feature {i} row {r}: {gv} vs {v}");
+            assert!(
+                (gv - v).abs() <= 1e-5 * v.abs().max(1.0),
+                "feature {i} row {r}: {gv} vs {v}"
+            );
             // The window: the rows of its sequence within ±ctx.
             let (s0, s1) = ((r / SEQ) * SEQ, (r / SEQ) * SEQ + SEQ);
             let (a, b) = (r.saturating_sub(ctx).max(s0), (r + ctx + 1).min(s1).min(N));
             let want_tokens: Vec<i32> = (a..b).map(token).collect();
-            let toks: Vec<i32> = e["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect();
+            let toks: Vec<i32> = e["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect();
             assert_eq!(toks, want_tokens, "feature {i} row {r}");
             assert_eq!(e["focus"], r - a);
             assert_eq!(e["pos"], 1 + r % SEQ);
             for (k, act) in e["acts"].as_array().unwrap().iter().enumerate() {
                 let want = dense[(a + k) * 40 + i];
                 let g = act.as_f64().unwrap() as f32;
-                assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "feature {i} row {r} token {k}: {g} vs {want}");
+                assert!(
+                    (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "feature {i} row {r} token {k}: {g} vs {want}"
+                );
             }
         }
-        let h: u64 = f["histogram"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+        let h: u64 = f["histogram"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum();
         assert_eq!(h, ev.len() as u64);
         for iv in f["intervals"].as_array().unwrap() {
             let (lo, hi) = (iv["lo"].as_f64().unwrap(), iv["hi"].as_f64().unwrap());
@@ -168,5 +197,8 @@ fn an_sae_of_another_width_is_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("d_in is 17") && err.contains("16 values"), "{err}");
+    assert!(
+        err.contains("d_in is 17") && err.contains("16 values"),
+        "{err}"
+    );
 }

@@ -325,7 +325,10 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
         Command::Record(a) => {
             sae_path(&a.sae)?;
             if !a.store.join("manifest.json").is_file() {
-                return Err(format!("{} is not an activation store (no manifest.json)", a.store.display()));
+                return Err(format!(
+                    "{} is not an activation store (no manifest.json)",
+                    a.store.display()
+                ));
             }
             opt(&a.model, input_file)?;
             if a.out.exists() && !a.out.is_dir() {

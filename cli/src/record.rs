@@ -198,7 +198,10 @@ pub(crate) fn run(a: RecordArgs) -> Result<()> {
         progress::done(&bar);
     }
     let t_rec = t0.elapsed();
-    std::fs::create_dir_all(a.out.join("features")).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
+    std::fs::create_dir_all(a.out.join("features")).map_err(|e| Error::Io {
+        path: a.out.clone(),
+        source: e,
+    })?;
     let example = |e: &Example| -> Result<Value> {
         let w = window(&store, split, e.row, a.context)?;
         let c = a.context as i64;

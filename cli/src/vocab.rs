@@ -30,7 +30,10 @@ struct R<'a> {
 
 impl R<'_> {
     fn bad(&self, msg: impl Into<String>) -> Error {
-        Error::Format { path: self.path.to_path_buf(), msg: msg.into() }
+        Error::Format {
+            path: self.path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut b = [0u8; N];
@@ -120,7 +123,10 @@ impl R<'_> {
 impl GgufVocab {
     /// Read the metadata of the GGUF file at `path`.
     pub(crate) fn read(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let f = std::fs::File::open(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let mut r = R {
             r: BufReader::new(f),
             path,
@@ -212,14 +218,19 @@ pub(crate) fn byte_level_text(t: &str) -> String {
 fn unicode_to_byte(ch: char) -> Option<u8> {
     let c = ch as u32;
     // Printable bytes map to themselves.
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if c < 256 && printable(c) {
         return Some(c as u8);
     }
     // The others (0x00..=0x20, 0x7F..=0xA0, 0xAD) map to 256, 257, ... in order.
     if (256..256 + 68).contains(&c) {
         let k = c - 256;
-        return (0u32..256).filter(|&b| !printable(b)).nth(k as usize).map(|b| b as u8);
+        return (0u32..256)
+            .filter(|&b| !printable(b))
+            .nth(k as usize)
+            .map(|b| b as u8);
     }
     None
 }
@@ -231,7 +242,10 @@ mod tests {
     #[test]
     fn byte_level_round_trip() {
         // GPT-2's bytes_to_unicode, written out independently (Python's definition).
-        let mut bs: Vec<u32> = (0x21..=0x7E).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+        let mut bs: Vec<u32> = (0x21..=0x7E)
+            .chain(0xA1..=0xAC)
+            .chain(0xAE..=0xFF)
+            .collect();
         let mut cs = bs.clone();
         let mut n = 0;
         for b in 0..256u32 {

@@ -243,7 +243,8 @@ fn mix(mut z: u64) -> u64 {
 /// assert_ne!(sample_key(1, 2, 3), sample_key(2, 2, 3));
 /// ```
 pub fn sample_key(seed: u64, feature: u32, row: u64) -> u64 {
-    mix(mix(seed ^ 0x9E37_79B9_7F4A_7C15) ^ mix(row.wrapping_add(0x2545_F491_4F6C_DD1D))
+    mix(mix(seed ^ 0x9E37_79B9_7F4A_7C15)
+        ^ mix(row.wrapping_add(0x2545_F491_4F6C_DD1D))
         ^ (feature as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
 }
 
@@ -501,7 +502,10 @@ impl ContextRecorder {
                 continue;
             }
             let t = &self.top[i];
-            if t.len() < n || t.last().is_some_and(|l| before(v, row, l.ex.value, l.ex.row)) {
+            if t.len() < n
+                || t.last()
+                    .is_some_and(|l| before(v, row, l.ex.value, l.ex.row))
+            {
                 let at = t.partition_point(|e| before(e.ex.value, e.ex.row, v, row));
                 let kept = self.keep(f, row, v, 0);
                 let t = &mut self.top[i];
@@ -642,7 +646,8 @@ impl ContextRecorder {
             Vec::new()
         };
         let intervals = if second && ni > 0 {
-            let edge = |b: usize| (lo as f64 + (hi as f64 - lo as f64) * b as f64 / ni as f64) as f32;
+            let edge =
+                |b: usize| (lo as f64 + (hi as f64 - lo as f64) * b as f64 / ni as f64) as f32;
             (0..ni)
                 .map(|b| Interval {
                     lo: edge(b),
@@ -802,7 +807,8 @@ mod tests {
             let (mut start, mut b) = (0, 0);
             while start < n {
                 let take = batches[b % batches.len()].min(n - start);
-                let codes = SparseCodes::from_dense(&x[start * d..(start + take) * d], d, Vec::new());
+                let codes =
+                    SparseCodes::from_dense(&x[start * d..(start + take) * d], d, Vec::new());
                 rec.observe(&codes, start as u64).unwrap();
                 start += take;
                 b += 1;
@@ -818,7 +824,11 @@ mod tests {
         (0..2 * c + 1)
             .map(|k| {
                 let rr = r as i64 + k as i64 - c as i64;
-                if rr < 0 || rr >= n as i64 { 0.0 } else { x[rr as usize * d + i] }
+                if rr < 0 || rr >= n as i64 {
+                    0.0
+                } else {
+                    x[rr as usize * d + i]
+                }
             })
             .collect()
     }
@@ -827,12 +837,23 @@ mod tests {
     fn equals_a_brute_force_recomputation() {
         let (n, d) = (3000, 7);
         let x = data(n, d, 11);
-        let opts = RecordOptions { top_n: 15, intervals: 10, per_interval: 4, hist_bins: 50, context: 3, seed: 5 };
+        let opts = RecordOptions {
+            top_n: 15,
+            intervals: 10,
+            per_interval: 4,
+            hist_bins: 50,
+            context: 3,
+            seed: 5,
+        };
         // Batching must not matter.
         let a = run(&x, d, &opts, &[1000]);
         let b = run(&x, d, &opts, &[1, 7, 333, 64]);
         for i in 0..d {
-            assert_eq!(a.feature(i), b.feature(i), "feature {i}: batching changed the result");
+            assert_eq!(
+                a.feature(i),
+                b.feature(i),
+                "feature {i}: batching changed the result"
+            );
             let f = a.feature(i);
             // Brute force: every firing (value, row), sorted by value desc then row.
             let mut ev: Vec<(f64, usize)> = (0..n)
@@ -842,26 +863,46 @@ mod tests {
             assert_eq!(f.count, ev.len() as u64);
             assert_eq!(f.density, ev.len() as f64 / n as f64);
             if ev.is_empty() {
-                assert!(f.top.is_empty() && f.max == 0.0, "feature {i} never fired: {f:?}");
+                assert!(
+                    f.top.is_empty() && f.max == 0.0,
+                    "feature {i} never fired: {f:?}"
+                );
                 assert!(f.histogram.iter().all(|&c| c == 0));
-                assert!(f.intervals.iter().all(|iv| iv.count == 0 && iv.samples.is_empty()));
+                assert!(
+                    f.intervals
+                        .iter()
+                        .all(|iv| iv.count == 0 && iv.samples.is_empty())
+                );
                 continue;
             }
             let mean = ev.iter().map(|e| e.0).sum::<f64>() / ev.len() as f64;
             assert!((f.mean - mean).abs() < 1e-9, "{} vs {mean}", f.mean);
             ev.sort_by(|p, q| q.0.total_cmp(&p.0).then(p.1.cmp(&q.1)));
             let top: Vec<(f64, usize)> = ev.iter().take(15).copied().collect();
-            let got: Vec<(f64, usize)> = f.top.iter().map(|e| (e.value as f64, e.row as usize)).collect();
+            let got: Vec<(f64, usize)> = f
+                .top
+                .iter()
+                .map(|e| (e.value as f64, e.row as usize))
+                .collect();
             assert_eq!(got, top, "feature {i}");
             for e in &f.top {
-                assert_eq!(e.window, window_of(&x, d, i, e.row as usize, 3), "feature {i} row {}", e.row);
+                assert_eq!(
+                    e.window,
+                    window_of(&x, d, i, e.row as usize, 3),
+                    "feature {i} row {}",
+                    e.row
+                );
             }
             let max = ev[0].0;
             let lo = ev.iter().map(|e| e.0).fold(0.0f64, f64::min);
             assert_eq!((f.max as f64, f.lo as f64), (max, lo));
             // Histogram and intervals, binned in f64 here.
             let bin = |v: f64, nb: usize| -> usize {
-                if max == lo { nb - 1 } else { (((v - lo) / (max - lo) * nb as f64).floor() as usize).min(nb - 1) }
+                if max == lo {
+                    nb - 1
+                } else {
+                    (((v - lo) / (max - lo) * nb as f64).floor() as usize).min(nb - 1)
+                }
             };
             let mut hist = vec![0u64; 50];
             for e in &ev {
@@ -873,14 +914,19 @@ mod tests {
                 let inside: Vec<&(f64, usize)> = ev.iter().filter(|e| bin(e.0, 10) == b).collect();
                 assert_eq!(iv.count, inside.len() as u64, "feature {i} interval {b}");
                 // The sample: the rows of the interval with the 4 smallest keys.
-                let mut keyed: Vec<(u64, usize)> =
-                    inside.iter().map(|e| (sample_key(5, i as u32, e.1 as u64), e.1)).collect();
+                let mut keyed: Vec<(u64, usize)> = inside
+                    .iter()
+                    .map(|e| (sample_key(5, i as u32, e.1 as u64), e.1))
+                    .collect();
                 keyed.sort();
                 let want: Vec<usize> = keyed.iter().take(4).map(|k| k.1).collect();
                 let got: Vec<usize> = iv.samples.iter().map(|s| s.row as usize).collect();
                 assert_eq!(got, want, "feature {i} interval {b}");
                 for s in &iv.samples {
-                    assert!(s.value >= iv.lo && (s.value < iv.hi || b == 9 && s.value <= iv.hi), "{s:?} not in {iv:?}");
+                    assert!(
+                        s.value >= iv.lo && (s.value < iv.hi || b == 9 && s.value <= iv.hi),
+                        "{s:?} not in {iv:?}"
+                    );
                     assert_eq!(s.window, window_of(&x, d, i, s.row as usize, 3));
                 }
             }
@@ -895,11 +941,14 @@ mod tests {
         let d = 3;
         let x = data(50, d, 2);
         let mut rec = ContextRecorder::new(d, RecordOptions::default()).unwrap();
-        rec.observe(&SparseCodes::from_dense(&x, d, Vec::new()), 0).unwrap();
+        rec.observe(&SparseCodes::from_dense(&x, d, Vec::new()), 0)
+            .unwrap();
         rec.finish_pass().unwrap();
         let mut y = x.clone();
         y[0] = 100.0; // above the first pass's max
-        let err = rec.observe(&SparseCodes::from_dense(&y, d, Vec::new()), 0).unwrap_err();
+        let err = rec
+            .observe(&SparseCodes::from_dense(&y, d, Vec::new()), 0)
+            .unwrap_err();
         assert!(err.to_string().contains("second pass"), "{err}");
     }
 
