@@ -630,7 +630,7 @@ impl ContextRecorder {
     ///     rec.finish_pass()?;
     /// }
     /// let f = rec.feature(0);
-    /// assert_eq!(f.histogram, [1, 0, 1, 1]); // [0,1) [1,2) [2,3) [3,4]
+    /// assert_eq!(f.histogram, [0, 1, 0, 2]); // bins [0,1) [1,2) [2,3) [3,4]: 1 in the 2nd, 3 and 4 in the last
     /// assert_eq!(f.intervals.iter().map(|i| i.count).collect::<Vec<_>>(), [1, 2]);
     /// assert_eq!(f.intervals[0].samples[0].row, 0);
     /// # Ok(()) }
