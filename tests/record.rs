@@ -202,3 +202,65 @@ fn an_sae_of_another_width_is_refused() {
         "{err}"
     );
 }
+
+/// With the real model's GGUF: token text equals the `gguf` package's vocabulary
+/// decoded by GPT-2's byte table (tests/py/check_vocab_text.py), over a store of
+/// 576-wide rows whose tokens cover the whole vocabulary; an SAE whose d_in is not
+/// the model's n_embd is refused.
+#[test]
+fn token_text_from_the_model_vocabulary() {
+    let Some(llama) = common::llama::llama_dir() else {
+        return;
+    };
+    let model = llama.join("model.gguf");
+    let dir = scratch("record_vocab");
+    let (n, d) = (1500usize, 576usize);
+    let x = saeplug::synthetic::Rng::new(5).normal_vec(n * d, 1.0);
+    let mut w = StoreWriter::create(&dir.join("store"), StoreSpec::new(d, "l_out-6")).unwrap();
+    let toks: Vec<i32> = (0..n).map(|r| (r * 4999 % 49152) as i32).collect();
+    let seq: Vec<u32> = (0..n).map(|r| (r / 100) as u32).collect();
+    let pos: Vec<u32> = (0..n).map(|r| (1 + r % 100) as u32).collect();
+    w.append(Split::Train, &x, &toks, &seq, &pos).unwrap();
+    w.finish().unwrap();
+    let sae = repo_root().join("../shared/fixtures/smollm2-l6-topk");
+    run_ok(
+        saeplug()
+            .args(["record", "--sae"])
+            .arg(&sae)
+            .arg("--store")
+            .arg(dir.join("store"))
+            .arg("--model")
+            .arg(&model)
+            .args(["--features", "0,1,2,3,4,5,6,7,8,9", "--out"])
+            .arg(dir.join("out")),
+    );
+    let ok = run_ok(
+        std::process::Command::new("python3")
+            .arg(repo_root().join("tests/py/check_vocab_text.py"))
+            .arg(&model)
+            .arg(dir.join("out")),
+    );
+    assert!(ok.starts_with("ok "), "{ok}");
+
+    // A 16-wide SAE on a 16-wide store, with the 576-wide model: refused.
+    let small = scratch("record_vocab_small");
+    store(&small.join("store"));
+    self::sae(&small.join("sae"), D);
+    let o = saeplug()
+        .args(["record", "--sae"])
+        .arg(small.join("sae"))
+        .arg("--store")
+        .arg(small.join("store"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(small.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("d_in is 16") && err.contains("n_embd 576"),
+        "{err}"
+    );
+}
