@@ -424,10 +424,20 @@ impl ContextRecorder {
                 Pass::Done => {}
             }
             if self.opts.context > 0 {
-                if self.recent.len() == self.opts.context {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((row, idx.to_vec(), val.to_vec()));
+                // Reuse the oldest row's buffers once the buffer is full.
+                let (mut i2, mut v2) = if self.recent.len() == self.opts.context {
+                    self.recent
+                        .pop_front()
+                        .map(|(_, i, v)| (i, v))
+                        .unwrap_or_default()
+                } else {
+                    Default::default()
+                };
+                i2.clear();
+                i2.extend_from_slice(idx);
+                v2.clear();
+                v2.extend_from_slice(val);
+                self.recent.push_back((row, i2, v2));
             }
         }
         if codes.n_rows() > 0 {
