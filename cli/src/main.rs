@@ -1,4 +1,4 @@
-//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep, train and bench.
+//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep, train, record and bench.
 //!
 //! Arguments are parsed by clap: unknown options are errors, every subcommand has
 //! its own `--help`, and values (numbers, feature specs, input files, output
