@@ -16,7 +16,8 @@
  *   Prints the generated text, then "TOKENS: ..." and "TOKENS_PER_SECOND: x".
  *
  * saeplug-llama capture ...   activation capture into a store (see capture.c).
- * saeplug-llama eval ...      CE/KL scores, L0, FVU, densities of an SAE spliced in (see eval.c). */
+ * saeplug-llama eval ...      CE/KL scores, L0, FVU, densities of an SAE spliced in (see eval.c).
+ * saeplug-llama logits ...    each feature's logit effects through the unembedding (see logits.c). */
 #include "tool.h"
 
 #include <string.h>
@@ -74,6 +75,7 @@ static float *load_cvec(const char *path, int n_embd, int n_layer, float scale) 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "capture") == 0) return capture_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return eval_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "logits") == 0) return logits_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "generate") == 0) { argc--; argv++; }
     const char *model_path = NULL, *prompt = "The capital of France is", *sae_dir = NULL;
     const char *record = NULL, *cvec = NULL, *capture = NULL, *dump = NULL, *positions = "all";

@@ -62,4 +62,7 @@ int capture_main(int argc, char **argv);
 /* `saeplug-llama eval ...` (eval.c); argv[0] is "eval". */
 int eval_main(int argc, char **argv);
 
+/* `saeplug-llama logits ...` (logits.c); argv[0] is "logits". */
+int logits_main(int argc, char **argv);
+
 #endif

@@ -1,4 +1,4 @@
-//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep, train and bench.
+//! `saeplug`: demo, inspect, encode, steer, export-cvec, decompose, sweep, train, record and bench.
 //!
 //! Arguments are parsed by clap: unknown options are errors, every subcommand has
 //! its own `--help`, and values (numbers, feature specs, input files, output
@@ -28,7 +28,9 @@ mod dashboard;
 #[allow(dead_code, reason = "wired to the explain subcommand next")]
 mod explain;
 mod progress;
+mod record;
 mod train;
+mod vocab;
 
 /// saeplug: sparse autoencoders as activation plugins.
 ///
@@ -68,6 +70,9 @@ enum Command {
     /// Train an SAE on activations [n, d_in] (.npy or .safetensors) and write a
     /// SAELens v6 folder, metrics.csv, curves.svg and checkpoints.
     Train(Box<train::TrainArgs>),
+    /// Record per-feature dashboard data from an activation store: top examples and
+    /// interval samples with context windows, histogram, density (two passes).
+    Record(Box<record::RecordArgs>),
     /// Benchmarks, measured against a peer (PyTorch / scikit-learn) in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -286,6 +291,7 @@ impl Command {
             Command::Decompose(_) => "decompose",
             Command::Sweep(_) => "sweep",
             Command::Train(_) => "train",
+            Command::Record(_) => "record",
             Command::Bench(_) => "bench",
             Command::Dashboard(_) => "dashboard",
         }
@@ -337,6 +343,20 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
             opt(&a.path, sae_path)?;
             opt(&a.input, input_file)
         }
+        Command::Record(a) => {
+            sae_path(&a.sae)?;
+            if !a.store.join("manifest.json").is_file() {
+                return Err(format!(
+                    "{} is not an activation store (no manifest.json)",
+                    a.store.display()
+                ));
+            }
+            opt(&a.model, input_file)?;
+            if a.out.exists() && !a.out.is_dir() {
+                return Err(format!("{} exists and is not a folder", a.out.display()));
+            }
+            Ok(())
+        }
         Command::Train(a) => {
             // An activation store folder, or a regular matrix file.
             if !(a.input.is_dir() && a.input.join("manifest.json").is_file()) {
@@ -360,6 +380,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Decompose(a) => decompose(a),
         Command::Sweep(a) => sweep(a),
         Command::Train(a) => train::run(*a),
+        Command::Record(a) => record::run(*a),
         Command::Bench(b) => bench::run(b),
         Command::Dashboard(a) => dashboard::run(a).map_err(Error::InvalidArgument),
     }

@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod contexts;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

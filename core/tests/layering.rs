@@ -179,6 +179,7 @@ fn backends_never_reach_up_or_sideways() {
         "cvec",
         "decompose",
         "record",
+        "record::contexts",
         "train",
     ];
     for b in ["backend", "backend::cpu", "backend::wgpu"] {
