@@ -25,7 +25,6 @@ mod bench;
 mod check;
 mod compute;
 mod dashboard;
-#[allow(dead_code, reason = "wired to the explain subcommand next")]
 mod explain;
 mod progress;
 mod record;
@@ -79,6 +78,9 @@ enum Command {
     /// Build a static feature dashboard (opens from file://) from `saeplug record`,
     /// `saeplug-llama logits` and `saeplug explain` output.
     Dashboard(dashboard::DashboardArgs),
+    /// Explain features with a language model (an OpenAI-compatible endpoint or a
+    /// local GGUF chat model) and score the explanations (detection, fuzzing).
+    Explain(Box<explain::ExplainArgs>),
 }
 
 /// ITO solver names.
@@ -294,6 +296,7 @@ impl Command {
             Command::Record(_) => "record",
             Command::Bench(_) => "bench",
             Command::Dashboard(_) => "dashboard",
+            Command::Explain(_) => "explain",
         }
     }
 }
@@ -307,6 +310,18 @@ fn check_files(cmd: &Command) -> std::result::Result<(), String> {
     };
     match cmd {
         Command::Demo | Command::Bench(_) => Ok(()),
+        Command::Explain(a) => {
+            if !a.record.join("index.json").is_file() {
+                return Err(format!(
+                    "{}: no index.json (a folder written by saeplug record)",
+                    a.record.display()
+                ));
+            }
+            sae_path(&a.sae)?;
+            opt(&a.model, input_file)?;
+            opt(&a.llm, input_file)?;
+            output_file(&a.out)
+        }
         Command::Dashboard(a) => {
             if !a.record.join("index.json").is_file() {
                 return Err(format!(
@@ -383,6 +398,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Record(a) => record::run(*a),
         Command::Bench(b) => bench::run(b),
         Command::Dashboard(a) => dashboard::run(a).map_err(Error::InvalidArgument),
+        Command::Explain(a) => explain::run(*a),
     }
 }
 

@@ -82,11 +82,6 @@ impl Endpoint {
             agent,
         }
     }
-
-    /// The URL requests go to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
 }
 
 impl ChatModel for Endpoint {
