@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod eval;
 #[cfg(test)]
 mod reference;
 mod source;
@@ -46,6 +47,7 @@ use crate::sae::Sae;
 use crate::synthetic::Rng;
 use crate::weights::{SafeTensors, Tensor, write_safetensors};
 
+pub use eval::{DENSITY_BIN_WIDTH, EvalStats, evaluate};
 pub use source::{ActivationSource, MatrixSource, StoreSource, cycle_rows};
 #[cfg(test)]
 use step::forward_backward;
