@@ -178,19 +178,13 @@ fn trainer_handle_steps_checkpoints_and_resumes_bit_identically() {
         cfg.total_steps = 10;
         let mut h = null_mut();
         // SAFETY: valid config and out pointer.
-        assert_eq!(
-            unsafe { saeplug_trainer_new(&cfg, &mut h) },
-            saeplug_status::Ok,
-            "{}",
-            last_error()
-        );
+        let st = unsafe { saeplug_trainer_new(&cfg, &mut h) };
+        assert_eq!(st, saeplug_status::Ok, "{}", last_error());
         let mut t = Trainer::new(rust_cfg(arch.1, D_IN, 10)).unwrap();
         let cpu = saeplug::CpuBackend::new(2);
         // SAFETY: live handle; x holds 640 rows.
-        assert_eq!(
-            unsafe { saeplug_trainer_set_scale(h, x.as_ptr(), x.len(), 640) },
-            saeplug_status::Ok
-        );
+        let st = unsafe { saeplug_trainer_set_scale(h, x.as_ptr(), x.len(), 640) };
+        assert_eq!(st, saeplug_status::Ok);
         t.set_scale_from(&x);
         let ckpt = dir.join(format!("{}.safetensors", arch.1.name()));
         for (i, b) in x.chunks_exact(64 * D_IN).enumerate() {
@@ -239,18 +233,14 @@ fn trainer_handle_steps_checkpoints_and_resumes_bit_identically() {
             dir.join(format!("{}-rust", arch.1.name())),
         );
         // SAFETY: live handle, valid path.
-        assert_eq!(
-            unsafe { saeplug_trainer_save(h, cstr(&a).as_ptr()) },
-            saeplug_status::Ok
-        );
+        let st = unsafe { saeplug_trainer_save(h, cstr(&a).as_ptr()) };
+        assert_eq!(st, saeplug_status::Ok);
         t.save_saelens(&b).unwrap();
         assert_eq!(weights(&a), weights(&b), "{}", arch.1.name());
         let mut info = std::mem::MaybeUninit::<saeplug_trainer_info>::uninit();
         // SAFETY: live handle, writable info.
-        assert_eq!(
-            unsafe { saeplug_trainer_get_info(h, info.as_mut_ptr()) },
-            saeplug_status::Ok
-        );
+        let st = unsafe { saeplug_trainer_get_info(h, info.as_mut_ptr()) };
+        assert_eq!(st, saeplug_status::Ok);
         // SAFETY: filled by the successful call.
         let info = unsafe { info.assume_init() };
         assert_eq!(

@@ -10,6 +10,10 @@ use crate::sae::Sae;
 use super::ActivationSource;
 
 /// Width of a bin of [`EvalStats::histogram`], in decades.
+///
+/// ```
+/// assert_eq!(saeplug::train::DENSITY_BIN_WIDTH, 0.1);
+/// ```
 pub const DENSITY_BIN_WIDTH: f64 = 0.1;
 
 /// What [`evaluate`] measured over the rows it read.
