@@ -583,8 +583,10 @@ typedef struct {
 
 /**
  * Hyperparameters of a training run. Fill it with `saeplug_train_config_init`
- * (SAELens's defaults), then change the fields you need: `struct_size` tells the
- * library which version of the struct the caller was compiled against.
+ * for the architecture you train (SAELens's defaults; the sparsity coefficient's
+ * default depends on the architecture), then change the fields you need:
+ * `struct_size` tells the library which version of the struct the caller was
+ * compiled against.
  */
 typedef struct {
   /**
