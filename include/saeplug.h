@@ -80,6 +80,10 @@ enum saeplug_status
    */
   SAEPLUG_STATUS_INVALID_UTF8 = 6,
   /**
+   * A caller's callback asked the call to stop (training: state checkpointed).
+   */
+  SAEPLUG_STATUS_CANCELLED = 7,
+  /**
    * Reading or mapping a file failed.
    */
   SAEPLUG_STATUS_IO = 100,
@@ -431,6 +435,39 @@ typedef uint32_t saeplug_store_split;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+/**
+ * Architecture trained (`saeplug_train_config.arch`).
+ */
+enum saeplug_train_arch
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * ReLU with the L1 penalty weighted by decoder norms (optional ghost grads).
+   */
+  SAEPLUG_TRAIN_ARCH_STANDARD = 0,
+  /**
+   * `ReLU(topk(h))` per row, AuxK for dead latents.
+   */
+  SAEPLUG_TRAIN_ARCH_TOPK = 1,
+  /**
+   * Top k·B over the batch; saved as JumpReLU with the tracked threshold.
+   */
+  SAEPLUG_TRAIN_ARCH_BATCHTOPK = 2,
+  /**
+   * JumpReLU with a trained threshold and the L0 penalty.
+   */
+  SAEPLUG_TRAIN_ARCH_JUMPRELU = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum saeplug_train_arch saeplug_train_arch;
+#else
+typedef uint32_t saeplug_train_arch;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 
 /**
  * ABI major version: hosts must refuse a library whose major differs. The
@@ -447,14 +484,21 @@ typedef uint32_t saeplug_store_split;
 /**
  * ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
  * `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`; 1.1: the
- * activation-store writer `saeplug_store_*` and its enums).
+ * activation-store writer `saeplug_store_*` and its enums; 1.2: training and
+ * evaluation, `saeplug_train_*`, `saeplug_trainer_*`, `saeplug_eval_store`, and
+ * the status CANCELLED).
  */
-#define SAEPLUG_ABI_VERSION_MINOR 1
+#define SAEPLUG_ABI_VERSION_MINOR 2
 
 /**
  * No layer: pass as `layer` to `saeplug_store_create` for a hook without one.
  */
 #define SAEPLUG_STORE_NO_LAYER 4294967295
+
+/**
+ * Bins of `saeplug_eval_result.density_histogram`: enough for 10^20 rows.
+ */
+#define SAEPLUG_EVAL_HISTOGRAM_BINS 200
 
 /**
  * A compute context: a backend and its workspaces. Owned by the caller of
@@ -490,6 +534,14 @@ typedef struct saeplug_sae saeplug_sae;
  * free with `saeplug_store_free`. Use from one thread at a time.
  */
 typedef struct saeplug_store_writer saeplug_store_writer;
+
+/**
+ * An SAE being trained on the CPU: parameters, Adam moments, counters and the
+ * activation scale. Owned by the caller of `saeplug_trainer_new` or
+ * `saeplug_trainer_load_checkpoint`; free with `saeplug_trainer_free`. Use from
+ * one thread at a time.
+ */
+typedef struct saeplug_trainer saeplug_trainer;
 
 /**
  * Plain-data description of an SAE, filled by `saeplug_sae_get_info`.
@@ -528,6 +580,256 @@ typedef struct {
    */
   uint32_t topk_order;
 } saeplug_sae_info;
+
+/**
+ * Hyperparameters of a training run. Fill it with `saeplug_train_config_init`
+ * for the architecture you train (SAELens's defaults; the sparsity coefficient's
+ * default depends on the architecture), then change the fields you need:
+ * `struct_size` tells the library which version of the struct the caller was
+ * compiled against.
+ */
+typedef struct {
+  /**
+   * `sizeof(saeplug_train_config)`, set by `saeplug_train_config_init`.
+   */
+  size_t struct_size;
+  /**
+   * A `saeplug_train_arch` value.
+   */
+  uint32_t arch;
+  /**
+   * Input width (0 in `saeplug_train_store`: the store's).
+   */
+  size_t d_in;
+  /**
+   * Number of latents.
+   */
+  size_t d_sae;
+  /**
+   * Active latents per row (TopK) or mean per row (BatchTopK); 1..=d_sae.
+   */
+  size_t k;
+  /**
+   * Peak learning rate (Adam).
+   */
+  float lr;
+  /**
+   * Sparsity coefficient: L1 (standard, default 5) or L0 (JumpReLU, default 1).
+   */
+  float l1_coeff;
+  /**
+   * AuxK coefficient (TopK/BatchTopK; 0 turns AuxK off).
+   */
+  float aux_coeff;
+  /**
+   * Non-zero: ghost grads for dead latents (standard only).
+   */
+  uint32_t ghost_grads;
+  /**
+   * Non-zero: rank `h_i·‖W_dec,i‖` and decode with unit decoder rows
+   * (SAELens's `rescale_acts_by_decoder_norm`; TopK/BatchTopK).
+   */
+  uint32_t rescale_acts_by_decoder_norm;
+  /**
+   * JumpReLU kernel bandwidth.
+   */
+  float bandwidth;
+  /**
+   * JumpReLU initial threshold.
+   */
+  float init_threshold;
+  /**
+   * Global gradient-norm clip (0 = off).
+   */
+  float clip_norm;
+  /**
+   * Fraction of steps over which the sparsity coefficient rises from 0.
+   */
+  float warmup_frac;
+  /**
+   * Fraction of steps at the end over which the lr falls to 0.
+   */
+  float decay_frac;
+  /**
+   * Rows per step.
+   */
+  size_t batch_size;
+  /**
+   * Steps of the whole run (the schedules are fractions of it;
+   * `saeplug_train_store` sets it from its token budget).
+   */
+  uint64_t total_steps;
+  /**
+   * A latent that has not fired for this many rows is dead.
+   */
+  uint64_t dead_window;
+  /**
+   * Initialisation seed (and the store's row shuffle in `saeplug_train_store`).
+   */
+  uint64_t seed;
+  /**
+   * CPU threads (0 = all cores); a fixed seed and thread count give the same bits.
+   */
+  uint32_t threads;
+  /**
+   * Matryoshka nested widths (ascending, each below d_sae; TopK/BatchTopK),
+   * `n_matryoshka` of them; NULL with 0 for none. Copied by the library.
+   */
+  const size_t *matryoshka;
+  /**
+   * Number of Matryoshka widths.
+   */
+  size_t n_matryoshka;
+} saeplug_train_config;
+
+/**
+ * What one training step measured (scaled units; FVU is scale-free).
+ */
+typedef struct {
+  /**
+   * Steps done after this one.
+   */
+  uint64_t step;
+  /**
+   * Total loss.
+   */
+  double loss;
+  /**
+   * Mean over rows of Σ_d (x̂ − x)².
+   */
+  double mse;
+  /**
+   * Sparsity penalty.
+   */
+  double sparsity;
+  /**
+   * AuxK, ghost-grad and Matryoshka terms.
+   */
+  double aux;
+  /**
+   * Fraction of variance unexplained (batch-centred).
+   */
+  double fvu;
+  /**
+   * Mean active latents per row.
+   */
+  double l0;
+  /**
+   * Fraction of latents dead after this step.
+   */
+  double dead_fraction;
+  /**
+   * Gradient norm before clipping.
+   */
+  double grad_norm;
+  /**
+   * Learning rate used.
+   */
+  float lr;
+} saeplug_train_stats;
+
+/**
+ * State of a trainer, filled by `saeplug_trainer_get_info`.
+ */
+typedef struct {
+  /**
+   * The configuration (its `matryoshka` points into the trainer: valid while
+   * the trainer lives).
+   */
+  saeplug_train_config config;
+  /**
+   * Steps done.
+   */
+  uint64_t steps_done;
+  /**
+   * The activation scale (1 until set).
+   */
+  float scale;
+} saeplug_trainer_info;
+
+/**
+ * Progress of `saeplug_train_store`, handed to its callback.
+ */
+typedef struct {
+  /**
+   * Steps done.
+   */
+  uint64_t step;
+  /**
+   * Steps of the run.
+   */
+  uint64_t total_steps;
+  /**
+   * Rows trained on so far (`step × batch_size`).
+   */
+  uint64_t tokens;
+  /**
+   * The last step's measurements.
+   */
+  saeplug_train_stats stats;
+} saeplug_train_progress;
+
+/**
+ * Progress callback of `saeplug_train_store`: return 0 to go on, non-zero to
+ * stop (the call then writes a checkpoint and returns CANCELLED). Called on the
+ * thread that called `saeplug_train_store`; `progress` is valid during the call.
+ */
+typedef int32_t (*saeplug_train_progress_fn)(const saeplug_train_progress *progress, void *user_data);
+
+/**
+ * What `saeplug_eval_store` measured (docs/TRAINING.md "Evaluation").
+ */
+typedef struct {
+  /**
+   * Rows evaluated.
+   */
+  uint64_t rows;
+  /**
+   * Mean number of latents with f > 0 per row.
+   */
+  double l0;
+  /**
+   * Fraction of variance unexplained, centred:
+   * Σ‖x − x̂‖² / Σ_d Σ_rows (x_d − mean_d)² (explained variance = 1 − fvu).
+   */
+  double fvu;
+  /**
+   * Mean squared error per element.
+   */
+  double mse;
+  /**
+   * Latents that never fired on these rows.
+   */
+  size_t dead_latents;
+  /**
+   * Latents firing on more than 10% of the rows.
+   */
+  size_t dense_latents;
+  /**
+   * `dead_latents / d_sae`.
+   */
+  double dead_fraction;
+  /**
+   * `dense_latents / d_sae`.
+   */
+  double dense_fraction;
+  /**
+   * Lower edge of bin 0 of the histogram: floor(log10(1 / rows)).
+   */
+  double histogram_lo;
+  /**
+   * Bin width in decades (0.1).
+   */
+  double histogram_bin_width;
+  /**
+   * Bins used (from `histogram_lo` to 0).
+   */
+  size_t histogram_bins;
+  /**
+   * Live latents per bin of log10(feature density); the last used bin holds density 1.
+   */
+  uint64_t density_histogram[SAEPLUG_EVAL_HISTOGRAM_BINS];
+} saeplug_eval_result;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1665,6 +1967,413 @@ saeplug_status saeplug_store_finish(saeplug_store_writer *w);
  * `w` NULL or from `saeplug_store_create`, not yet freed.
  */
 void saeplug_store_free(saeplug_store_writer *w);
+
+/**
+ * Fill `*cfg` with the defaults of architecture `arch` (a `saeplug_train_arch`)
+ * at the given sizes (SAELens's where it has them: lr 3e-4, batch 4096, k
+ * 32 or d_sae if smaller, Adam 0.9/0.999, 1000 steps, seed 42, all cores) and
+ * `struct_size`. Nothing is checked but `arch`: `saeplug_trainer_new` checks the rest.
+ * Returns: OK; NULL_POINTER; INVALID_ARGUMENT (unknown arch).
+ * Memory: `*cfg` filled by value (`matryoshka` NULL). Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 64, 256));
+ * assert(cfg.struct_size == sizeof cfg && cfg.k == 32 && cfg.batch_size == 4096);
+ * assert(saeplug_train_config_init(&cfg, 9, 64, 256) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
+ * # Safety
+ * `cfg` NULL or writable.
+ */
+saeplug_status saeplug_train_config_init(saeplug_train_config *cfg,
+                                         uint32_t arch,
+                                         size_t d_in,
+                                         size_t d_sae);
+
+/**
+ * A new trainer initialised as SAELens v6 does (decoder rows random at norm 0.1,
+ * `W_enc = W_decᵀ`, zero biases) from `*cfg`, computing on the CPU with
+ * `cfg->threads` threads. The activation scale is 1 until
+ * `saeplug_trainer_set_scale`.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (struct_size, unknown
+ * arch, d_in or d_sae 0, k outside 1..=d_sae, total_steps 0, bad widths or
+ * coefficients, too many threads: the message names the field).
+ * Memory: on success `*out` owns a new trainer (free with
+ * `saeplug_trainer_free`; it holds about 3 × 2 × d_in × d_sae floats).
+ * Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 16, 64));
+ * cfg.k = 65; // more than d_sae
+ * assert(saeplug_trainer_new(&cfg, &t) == SAEPLUG_STATUS_INVALID_ARGUMENT && t == NULL);
+ * cfg.k = 4;
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `cfg` NULL or readable (its `matryoshka` NULL or `n_matryoshka` readable
+ * entries); `out` NULL or writable.
+ */
+saeplug_status saeplug_trainer_new(const saeplug_train_config *cfg, saeplug_trainer **out);
+
+/**
+ * Set the activation scale from `n_rows` rows `x` (`[n_rows, d_in]`, `x_len`
+ * floats): `√d_in / mean‖x‖`, the SAELens "expected_average_only_in"
+ * normalisation, folded into the weights at save. Call it before the first step
+ * with a representative sample (`saeplug_train_store` uses up to 64 batches).
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (shape, no rows);
+ * NON_FINITE (NaN or Inf in `x`). Memory: nothing retained.
+ * Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * saeplug_trainer_info info;
+ * float x[2 * 4] = {2, 2, 2, 2, 2, 2, 2, 2}; // two rows of norm 4
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_STANDARD, 4, 8));
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_set_scale(t, x, 8, 2));
+ * CHECK(saeplug_trainer_get_info(t, &info));
+ * assert(info.scale == 0.5f);
+ * x[3] = NAN;
+ * assert(saeplug_trainer_set_scale(t, x, 8, 2) == SAEPLUG_STATUS_NON_FINITE);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `x` NULL or `x_len` readable floats.
+ */
+saeplug_status saeplug_trainer_set_scale(saeplug_trainer *t,
+                                         const float *x,
+                                         size_t x_len,
+                                         size_t n_rows);
+
+/**
+ * One training step on the batch `x` (`[n_rows, d_in]`, `x_len` floats; any
+ * number of rows): gradients, clipping, Adam, dead-latent counters. `*stats`
+ * (may be NULL) receives what the step measured.
+ * Returns: OK; NULL_POINTER; MISALIGNED; INVALID_ARGUMENT (shape, no rows);
+ * NON_FINITE (NaN or Inf in `x`: refused, the trainer unchanged).
+ * Memory: nothing retained; the trainer reuses its own buffers.
+ * Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * saeplug_train_stats s;
+ * float x[8 * 16];
+ * for (int i = 0; i < 8 * 16; i++) x[i] = (float)((i * 7) % 11) - 5.0f;
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 16, 64));
+ * cfg.k = 4;
+ * cfg.batch_size = 8;
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_step(t, x, 8 * 16, 8, &s));
+ * assert(s.step == 1 && s.l0 <= 4.0 && isfinite(s.loss));
+ * assert(saeplug_trainer_step(t, x, 8 * 16 - 1, 8, &s) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * x[5] = NAN;
+ * assert(saeplug_trainer_step(t, x, 8 * 16, 8, NULL) == SAEPLUG_STATUS_NON_FINITE);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `x` NULL or `x_len` readable floats; `stats` NULL or writable.
+ */
+saeplug_status saeplug_trainer_step(saeplug_trainer *t,
+                                    const float *x,
+                                    size_t x_len,
+                                    size_t n_rows,
+                                    saeplug_train_stats *stats_out);
+
+/**
+ * Describe a trainer: its configuration (as loaded from a checkpoint, too),
+ * steps done and activation scale.
+ * Returns: OK; NULL_POINTER. Memory: `*info` filled by value; its
+ * `config.matryoshka` is owned by the trainer. Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * saeplug_trainer_info info;
+ * size_t widths[2] = {16, 32};
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_BATCHTOPK, 8, 64));
+ * cfg.k = 4;
+ * cfg.matryoshka = widths;
+ * cfg.n_matryoshka = 2;
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_get_info(t, &info));
+ * assert(info.steps_done == 0 && info.config.n_matryoshka == 2 && info.config.matryoshka[1] == 32);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `info` NULL or writable.
+ */
+saeplug_status saeplug_trainer_get_info(const saeplug_trainer *t, saeplug_trainer_info *info);
+
+/**
+ * Write the trained SAE as a SAELens v6 folder `dir` (cfg.json +
+ * sae_weights.safetensors; created with its parents), in raw-activation units
+ * (the scale folded in); BatchTopK is saved as JumpReLU. `saeplug_sae_open`,
+ * and SAELens, open it.
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; IO. Memory: nothing retained.
+ * Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * saeplug_sae *s = NULL;
+ * saeplug_sae_info info;
+ * char dir[4096];
+ * snprintf(dir, sizeof dir, "%s/trained-sae", tmp_dir);
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 8, 32));
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_save(t, dir));
+ * CHECK(saeplug_sae_open(dir, &s));
+ * CHECK(saeplug_sae_get_info(s, &info));
+ * assert(info.d_in == 8 && info.d_sae == 32 && info.k == 32);
+ * saeplug_sae_free(s);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `dir` NULL or NUL-terminated.
+ */
+saeplug_status saeplug_trainer_save(const saeplug_trainer *t, const char *dir);
+
+/**
+ * The trained SAE as an SAE handle held in memory (the same weights
+ * `saeplug_trainer_save` writes), for encoding, hooks or `saeplug_eval_store`
+ * without a round trip through files.
+ * Returns: OK; NULL_POINTER. Memory: on success `*out` owns a new SAE handle
+ * (free with `saeplug_sae_free`), independent of the trainer.
+ * Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * saeplug_sae *s = NULL;
+ * saeplug_sae_info info;
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_JUMPRELU, 8, 32));
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_to_sae(t, &s));
+ * saeplug_trainer_free(t); // the SAE handle stays valid
+ * CHECK(saeplug_sae_get_info(s, &info));
+ * assert(info.architecture == SAEPLUG_ARCHITECTURE_JUMPRELU && info.d_sae == 32);
+ * saeplug_sae_free(s);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `out` NULL or writable.
+ */
+saeplug_status saeplug_trainer_to_sae(const saeplug_trainer *t, saeplug_sae **out);
+
+/**
+ * Write the whole training state (parameters, Adam moments, counters, scale,
+ * configuration) to the file `path`, atomically (write then rename: a crash
+ * leaves the previous checkpoint whole).
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; IO. Memory: nothing retained.
+ * Thread safety: `t` by one thread at a time.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL;
+ * char path[4096];
+ * snprintf(path, sizeof path, "%s/ckpt-save.safetensors", tmp_dir);
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 8, 32));
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_save_checkpoint(t, path));
+ * assert(saeplug_trainer_save_checkpoint(t, "/nonexistent/dir/ckpt") == SAEPLUG_STATUS_IO);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `t` NULL or live; `path` NULL or NUL-terminated.
+ */
+saeplug_status saeplug_trainer_save_checkpoint(const saeplug_trainer *t, const char *path);
+
+/**
+ * Resume: a trainer from a checkpoint written by
+ * `saeplug_trainer_save_checkpoint` (or `saeplug train`), computing with
+ * `threads` CPU threads (0 = all cores). Its configuration is the checkpoint's;
+ * with the same thread count, training continues bit-identically.
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; IO; FORMAT (not a checkpoint, or a
+ * damaged one); INVALID_ARGUMENT (too many threads).
+ * Memory: on success `*out` owns a new trainer (free with `saeplug_trainer_free`).
+ * Thread safety: any thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_train_config cfg;
+ * saeplug_trainer *t = NULL, *back = NULL, *none = NULL;
+ * saeplug_trainer_info info;
+ * float x[4 * 8];
+ * char path[4096];
+ * for (int i = 0; i < 4 * 8; i++) x[i] = (float)(i % 5) - 2.0f;
+ * snprintf(path, sizeof path, "%s/ckpt-load.safetensors", tmp_dir);
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 8, 32));
+ * cfg.k = 2;
+ * CHECK(saeplug_trainer_new(&cfg, &t));
+ * CHECK(saeplug_trainer_step(t, x, 4 * 8, 4, NULL));
+ * CHECK(saeplug_trainer_save_checkpoint(t, path));
+ * CHECK(saeplug_trainer_load_checkpoint(path, 1, &back));
+ * CHECK(saeplug_trainer_get_info(back, &info));
+ * assert(info.steps_done == 1 && info.config.k == 2);
+ * assert(saeplug_trainer_load_checkpoint(sae_dir, 1, &none) != SAEPLUG_STATUS_OK && none == NULL); // a folder
+ * saeplug_trainer_free(back);
+ * saeplug_trainer_free(t);
+ * ```
+ *
+ * # Safety
+ * `path` NULL or NUL-terminated; `out` NULL or writable.
+ */
+saeplug_status saeplug_trainer_load_checkpoint(const char *path,
+                                               uint32_t threads,
+                                               saeplug_trainer **out);
+
+/**
+ * Free a trainer; NULL is a no-op; twice is UB.
+ * Returns: nothing. Memory: releases the trainer.
+ * Thread safety: no call using `t` may be running on another thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_trainer_free(NULL); // no-op
+ * ```
+ *
+ * # Safety
+ * `t` NULL or from `saeplug_trainer_new`/`saeplug_trainer_load_checkpoint`, not yet freed.
+ */
+void saeplug_trainer_free(saeplug_trainer *t);
+
+/**
+ * Train an SAE on the train split of the activation store in folder `store_dir`
+ * (written by `saeplug-llama capture` or `saeplug_store_*`), exactly as
+ * `saeplug train --input STORE` does: rows shuffled by `cfg->seed`, the scale
+ * from the first (up to 64) batches, `tokens` rows in all (0: one pass; a small
+ * store is cycled over), `cfg->total_steps` = ceil(tokens / batch_size).
+ * `cfg->d_in` 0 takes the store's; otherwise it must match. At the end the SAE
+ * is written to `out_dir` as a SAELens v6 folder. `progress` (may be NULL) is
+ * called with `user_data` every `progress_every` steps (0: only after the last
+ * one) and after the last; a non-zero return stops the run: the state is
+ * written to `out_dir/checkpoint.safetensors` (resume it with
+ * `saeplug_trainer_load_checkpoint`) and the call returns CANCELLED.
+ * `*final_stats` (may be NULL) receives the last step's measurements.
+ * Returns: OK; CANCELLED; NULL_POINTER; INVALID_UTF8; INVALID_ARGUMENT (bad
+ * configuration, d_in differing from the store's, NaN or Inf rows in the
+ * store, an empty split); IO (no store there, output not writable); FORMAT (a
+ * store whose manifest and shards disagree).
+ * Memory: nothing retained; the store is memory-mapped, read batch by batch.
+ * Thread safety: any thread; the callback runs on the calling thread.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * saeplug_train_config cfg;
+ * saeplug_train_stats last;
+ * char store[4096], out[4096];
+ * static float acts[64 * 8];
+ * int32_t tok[64];
+ * uint32_t seq[64], pos[64];
+ * for (int i = 0; i < 64 * 8; i++) acts[i] = (float)((i * 13) % 17) - 8.0f;
+ * for (int i = 0; i < 64; i++) { tok[i] = i; seq[i] = (uint32_t)i / 8; pos[i] = (uint32_t)i % 8 + 1; }
+ * snprintf(store, sizeof store, "%s/train-store-acts", tmp_dir);
+ * snprintf(out, sizeof out, "%s/train-store-sae", tmp_dir);
+ * CHECK(saeplug_store_create(store, 8, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-0", 0, 9, 1, NULL, &w));
+ * CHECK(saeplug_store_append(w, SAEPLUG_STORE_SPLIT_TRAIN, acts, 64 * 8, 64, tok, seq, pos));
+ * CHECK(saeplug_store_finish(w));
+ * saeplug_store_free(w);
+ * CHECK(saeplug_train_config_init(&cfg, SAEPLUG_TRAIN_ARCH_TOPK, 0, 32));
+ * cfg.k = 4;
+ * cfg.batch_size = 16;
+ * cfg.threads = 1;
+ * CHECK(saeplug_train_store(store, &cfg, 256, out, 0, NULL, NULL, &last));
+ * assert(last.step == 16 && last.l0 <= 4.0);
+ * cfg.d_in = 7; // not the store's width
+ * assert(saeplug_train_store(store, &cfg, 256, out, 0, NULL, NULL, NULL) == SAEPLUG_STATUS_INVALID_ARGUMENT);
+ * ```
+ *
+ * # Safety
+ * Strings NULL or NUL-terminated; `cfg` NULL or readable (as for
+ * `saeplug_trainer_new`); `final_stats` NULL or writable; `progress` NULL or a
+ * function safe to call with `user_data`.
+ */
+saeplug_status saeplug_train_store(const char *store_dir,
+                                   const saeplug_train_config *cfg,
+                                   uint64_t tokens,
+                                   const char *out_dir,
+                                   uint64_t progress_every,
+                                   saeplug_train_progress_fn progress,
+                                   void *user_data,
+                                   saeplug_train_stats *final_stats);
+
+/**
+ * Evaluate `sae` on split `split` (a `saeplug_store_split`) of the activation
+ * store in folder `store_dir`, on `ctx`'s backend: the first `max_rows` rows
+ * in stored order (0: all). Fills `*result` with L0, the centred FVU, MSE,
+ * dead and dense (density > 0.1) latents and the log10 feature-density
+ * histogram, the definitions of `saeplug-llama eval` (which adds CE/KL in the
+ * engine).
+ * Returns: OK; NULL_POINTER; INVALID_UTF8; INVALID_ARGUMENT (unknown split, an
+ * empty split, the SAE's d_in not the store's); NON_FINITE (NaN or Inf rows);
+ * IO (no store there); FORMAT (manifest and shards disagree); FILE_CHANGED; BACKEND.
+ * Memory: nothing retained; `*result` filled by value.
+ * Thread safety: `ctx` by one thread at a time; `sae` may be shared.
+ *
+ * Example:
+ *
+ * ```c
+ * saeplug_store_writer *w = NULL;
+ * saeplug_eval_result r;
+ * char store[4096];
+ * static float acts[40 * 64];
+ * int32_t tok[40];
+ * uint32_t seq[40], pos[40];
+ * for (int i = 0; i < 40 * 64; i++) acts[i] = 0.1f * (float)((i * 29) % 23) - 1.0f;
+ * for (int i = 0; i < 40; i++) { tok[i] = i; seq[i] = 0; pos[i] = (uint32_t)i + 1; }
+ * snprintf(store, sizeof store, "%s/eval-store-acts", tmp_dir);
+ * CHECK(saeplug_store_create(store, 64, SAEPLUG_STORE_DTYPE_F32, 0, "l_out-0", 0, 41, 1, NULL, &w));
+ * CHECK(saeplug_store_append(w, SAEPLUG_STORE_SPLIT_HELDOUT, acts, 40 * 64, 40, tok, seq, pos));
+ * CHECK(saeplug_store_finish(w));
+ * saeplug_store_free(w);
+ * CHECK(saeplug_eval_store(sae, ctx, store, SAEPLUG_STORE_SPLIT_HELDOUT, 0, &r));
+ * assert(r.rows == 40 && r.fvu >= 0.0 && r.histogram_bins == 20);
+ * assert(saeplug_eval_store(sae, ctx, store, SAEPLUG_STORE_SPLIT_TRAIN, 0, &r)
+ *        == SAEPLUG_STATUS_INVALID_ARGUMENT); // no train rows
+ * ```
+ *
+ * # Safety
+ * `sae` and `ctx` NULL or live; `store_dir` NULL or NUL-terminated; `result`
+ * NULL or writable.
+ */
+saeplug_status saeplug_eval_store(const saeplug_sae *sae,
+                                  saeplug_ctx *ctx,
+                                  const char *store_dir,
+                                  uint32_t split,
+                                  uint64_t max_rows,
+                                  saeplug_eval_result *result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -33,7 +33,8 @@ src="$root/bindings/llama.cpp"
 bin="$llama/build/bin"
 "${CC:-gcc}" -std=c11 -O2 -Wall -Wextra -Werror \
   -I"$root/include" -I"$llama/src/include" -I"$llama/src/ggml/include" \
-  "$src/saeplug_llama.c" "$src/capture.c" "$src/eval.c" "$src/logits.c" "$src/main.c" \
+  "$src/saeplug_llama.c" "$src/saeplug_llama_eval.c" "$src/corpus.c" \
+  "$src/capture.c" "$src/eval.c" "$src/logits.c" "$src/main.c" \
   "$target/$profile/libsaeplug_ffi.a" \
   -L"$bin" -lllama -lggml -lggml-base -lpthread -ldl -lm \
   -Wl,-rpath,"$bin" -o "$out"

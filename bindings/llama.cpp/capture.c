@@ -26,12 +26,10 @@
  * plain llama.cpp prompt-processing baseline for the same work. */
 #include "tool.h"
 
-#include <dirent.h>
-#include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "corpus.h"
 #include "llama.h"
 #include "saeplug_llama.h"
 
@@ -88,65 +86,6 @@ static void on_rows(void *user, int layer, const float *rows, size_t n_rows, siz
     }
 }
 
-/* The corpus as a sorted list of regular files (folders walked recursively). */
-struct file_list {
-    char **paths;
-    size_t n, cap;
-};
-
-static void add_path(struct file_list *fl, const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        perror(path);
-        exit(1);
-    }
-    if (S_ISDIR(st.st_mode)) {
-        struct dirent **names = NULL;
-        int n = scandir(path, &names, NULL, alphasort);
-        if (n < 0) {
-            perror(path);
-            exit(1);
-        }
-        for (int i = 0; i < n; i++) {
-            if (names[i]->d_name[0] != '.') {
-                size_t len = strlen(path) + strlen(names[i]->d_name) + 2;
-                char *p = malloc(len);
-                if (!p) exit(1);
-                snprintf(p, len, "%s/%s", path, names[i]->d_name);
-                add_path(fl, p);
-                free(p);
-            }
-            free(names[i]);
-        }
-        free(names);
-        return;
-    }
-    if (!S_ISREG(st.st_mode)) return;
-    if (fl->n == fl->cap) {
-        fl->cap = fl->cap ? 2 * fl->cap : 64;
-        fl->paths = realloc(fl->paths, fl->cap * sizeof *fl->paths);
-        if (!fl->paths) exit(1);
-    }
-    fl->paths[fl->n++] = strdup(path);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc(sz > 0 ? (size_t)sz + 1 : 1);
-    *len = buf && sz > 0 ? fread(buf, 1, (size_t)sz, f) : 0;
-    fclose(f);
-    if (buf) buf[*len] = 0;
-    return buf;
-}
-
-static int is_heldout(uint32_t s, double f) {
-    return floor(((double)s + 1.0) * f) > floor((double)s * f);
-}
-
 int capture_main(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *dtype = "f32", *rpc = NULL;
     int layers[MAX_LAYERS], n_layers = 0, ctx = 128, threads = 2, n_batch = 512, ngl = -1, keep_bos = 0;
@@ -154,7 +93,7 @@ int capture_main(int argc, char **argv) {
     long long budget = 20000;
     size_t shard_rows = 0;
     double heldout = 0.05;
-    struct file_list corpus = {0};
+    struct corpus_files corpus = {0};
     char corpus_args[2048] = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -178,7 +117,7 @@ int capture_main(int argc, char **argv) {
             fprintf(stderr, "saeplug-llama capture: bad argument '%s' (see the comment at the top of capture.c)\n", a);
             return 2;
         } else {
-            add_path(&corpus, a);
+            if (corpus_add_path(&corpus, a) != 0) return 1;
             if (strlen(corpus_args) + strlen(a) + 2 < sizeof corpus_args) {
                 if (corpus_args[0]) strcat(corpus_args, " ");
                 strcat(corpus_args, a);
@@ -276,10 +215,8 @@ int capture_main(int argc, char **argv) {
     int *bheld = malloc((size_t)n_seq * sizeof *bheld);
     if (!btok || !bheld) { fprintf(stderr, "out of memory\n"); return 1; }
 
-    /* The token stream: tokens of the current file not yet used. */
-    llama_token *stream = NULL;
-    size_t s_len = 0, s_at = 0, s_cap = 0, file_i = 0;
-    int body = has_bos ? ctx - 1 : ctx; /* corpus tokens per sequence */
+    struct corpus_reader reader;
+    corpus_reader_init(&reader, vocab, &corpus, ctx);
     long long rows_per_seq = ctx - first_pos, stored = 0, decoded = 0;
     uint32_t next_seq = 0;
     double t0 = now(), last_print = 0.0;
@@ -293,32 +230,11 @@ int capture_main(int argc, char **argv) {
         }
         int q = 0;
         while (q < want) {
-            while (s_len - s_at < (size_t)body && file_i < corpus.n) {
-                size_t len = 0;
-                char *text = slurp(corpus.paths[file_i], &len);
-                if (!text) { perror(corpus.paths[file_i]); return 1; }
-                file_i++;
-                if (len == 0 || len > (size_t)INT32_MAX) { free(text); continue; }
-                /* Keep the unused tail, then append this file's tokens. */
-                if (s_at > 0) memmove(stream, stream + s_at, (s_len - s_at) * sizeof *stream);
-                s_len -= s_at;
-                s_at = 0;
-                if (s_cap < s_len + len + 16) {
-                    s_cap = s_len + len + 16;
-                    stream = realloc(stream, s_cap * sizeof *stream);
-                    if (!stream) { fprintf(stderr, "out of memory\n"); return 1; }
-                }
-                int n = llama_tokenize(vocab, text, (int32_t)len, stream + s_len, (int32_t)(s_cap - s_len), false, false);
-                free(text);
-                if (n < 0) { fprintf(stderr, "saeplug-llama capture: cannot tokenise %s\n", corpus.paths[file_i - 1]); return 1; }
-                s_len += (size_t)n;
-            }
-            if (s_len - s_at < (size_t)body) { exhausted = 1; break; }
-            llama_token *dst = btok + (size_t)q * (size_t)ctx;
-            if (has_bos) *dst++ = bos;
-            memcpy(dst, stream + s_at, (size_t)body * sizeof *dst);
-            s_at += (size_t)body;
-            bheld[q] = is_heldout(next_seq + (uint32_t)q, heldout);
+            uint32_t seq = 0;
+            int got = corpus_next(&reader, btok + (size_t)q * (size_t)ctx, &seq);
+            if (got < 0) return 1;
+            if (got == 0) { exhausted = 1; break; }
+            bheld[q] = corpus_is_heldout(seq, heldout);
             q++;
         }
         if (q == 0) break;
@@ -374,9 +290,8 @@ int capture_main(int argc, char **argv) {
     llama_backend_free();
     saeplug_llama_free(adapter);
     saeplug_ctx_free(sctx);
-    for (size_t i = 0; i < corpus.n; i++) free(corpus.paths[i]);
-    free(corpus.paths);
-    free(stream);
+    corpus_files_free(&corpus);
+    corpus_reader_free(&reader);
     free(btok);
     free(bheld);
     free(tok_buf);

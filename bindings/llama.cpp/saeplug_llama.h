@@ -18,6 +18,7 @@
 #define SAEPLUG_LLAMA_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "saeplug.h"
@@ -58,5 +59,54 @@ saeplug_status saeplug_llama_status(const struct saeplug_llama *a);
 /* The ggml_backend_sched_eval_callback to put in llama_context_params.cb_eval,
  * with the adapter as cb_eval_user_data. Runs on the decoding thread. */
 bool saeplug_llama_cb_eval(struct ggml_tensor *t, bool ask, void *user_data);
+
+/* ---- In-engine evaluation (saeplug_llama_eval.c; `saeplug-llama eval` calls it) ----
+ * How well an SAE stands in for the residual stream after block `layer` (l_out-L,
+ * SAELens blocks.L.hook_resid_post), SAELens evals.py definitions (docs/TRAINING.md
+ * "Evaluation"). The corpus is cut into sequences as capture does (corpus.h);
+ * each batch of sequences is decoded three times: clean, with the activation
+ * replaced by the SAE's reconstruction (no error term), and with it zeroed. BOS
+ * positions are never edited and are out of every average. */
+struct llama_model;
+
+/* Bins of saeplug_llama_eval_result.density_histogram: enough for 10^20 rows. */
+#define SAEPLUG_LLAMA_EVAL_HISTOGRAM_BINS 200
+
+struct saeplug_llama_eval_options {
+    int layer;                   /* block L: l_out-L is spliced */
+    int ctx;                     /* tokens per sequence, >= 3 */
+    long long tokens;            /* activation rows (non-BOS positions) to evaluate, whole sequences; 0: all */
+    double heldout;              /* 0: every sequence; else only those capture holds out with this fraction */
+    int n_batch;                 /* tokens per decode (n_batch / ctx sequences, at least 1) */
+    int threads;                 /* llama.cpp and saeplug CPU threads */
+    const char *const *corpus;   /* text files or folders */
+    size_t n_corpus;
+    /* Optional: called after every batch (tokens evaluated so far, sequences, seconds). */
+    void (*progress)(void *user, long long tokens, uint32_t sequences, double seconds);
+    void *progress_user;
+    /* Optional: receives the `ctx` token ids of the first sequence evaluated. */
+    int32_t *first_sequence;
+};
+
+struct saeplug_llama_eval_result {
+    double ce_loss_clean, ce_loss_spliced, ce_loss_ablated, ce_loss_score;
+    double kl_div_spliced, kl_div_ablated, kl_div_score; /* mean KL(clean || .) per prediction */
+    double l0, fvu, mse;         /* fvu centred: sum ||x - x_hat||^2 / sum_d sum_rows (x_d - mean_d)^2 */
+    uint64_t rows;               /* activation rows (non-BOS positions) */
+    uint64_t predictions;        /* next-token predictions averaged over */
+    uint32_t sequences;
+    int bos_excluded;            /* 1 when the model has a BOS token (position 0 left out) */
+    size_t d_in, d_sae, dead_latents, dense_latents; /* dense: density > 0.1 */
+    double histogram_lo, histogram_bin_width;        /* log10 density: floor(log10(1/rows)), 0.1 */
+    int histogram_bins;
+    uint64_t density_histogram[SAEPLUG_LLAMA_EVAL_HISTOGRAM_BINS]; /* live latents per bin */
+    int corpus_exhausted;        /* 1 when the corpus ran out before `tokens` */
+};
+
+/* Evaluate `sae` on `model` (both borrowed; the SAE's d_in must be the model's
+ * n_embd). Makes its own llama_context. Returns 0 and fills `*out`, or -1 with
+ * a message in `err` (capacity `err_len`). */
+int saeplug_llama_eval(struct llama_model *model, const saeplug_sae *sae, const struct saeplug_llama_eval_options *o,
+                       struct saeplug_llama_eval_result *out, char *err, size_t err_len);
 
 #endif

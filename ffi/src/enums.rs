@@ -100,6 +100,7 @@ pub fn header_enums() -> String {
         c_declaration::<saeplug_replace>(),
         c_declaration::<crate::store::saeplug_store_dtype>(),
         c_declaration::<crate::store::saeplug_store_split>(),
+        c_declaration::<crate::train::saeplug_train_arch>(),
     ];
     decls.join("\n")
 }

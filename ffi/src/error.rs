@@ -22,6 +22,8 @@ u32_enum! {
         NonFinite = 5,
         /// A string argument is not valid UTF-8.
         InvalidUtf8 = 6,
+        /// A caller's callback asked the call to stop (training: state checkpointed).
+        Cancelled = 7,
         /// Reading or mapping a file failed.
         Io = 100,
         /// A file is truncated or corrupt, or its header lies about its contents.
@@ -56,6 +58,7 @@ impl saeplug_status {
             S::Misaligned => c"misaligned buffer",
             S::NonFinite => c"non-finite input",
             S::InvalidUtf8 => c"invalid UTF-8",
+            S::Cancelled => c"cancelled by the caller",
             S::Io => c"I/O error",
             S::Format => c"corrupt or truncated file",
             S::MissingTensor => c"missing tensor",

@@ -18,6 +18,7 @@ mod recorder;
 mod sae;
 mod solve;
 mod store;
+mod train;
 
 pub use ctx::*;
 pub use cvec::*;
@@ -33,6 +34,7 @@ pub use recorder::*;
 pub use sae::*;
 pub use solve::*;
 pub use store::*;
+pub use train::*;
 
 /// ABI major version: hosts must refuse a library whose major differs. The
 /// shared library's SONAME is `libsaeplug.so.<major>`.
@@ -45,8 +47,10 @@ pub use store::*;
 pub const SAEPLUG_ABI_VERSION_MAJOR: u32 = 1;
 /// ABI minor version: additions only (1.0: the typed enums `saeplug_topk_order`,
 /// `saeplug_edit_kind`, `saeplug_positions`, `saeplug_replace`; 1.1: the
-/// activation-store writer `saeplug_store_*` and its enums).
-pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 1;
+/// activation-store writer `saeplug_store_*` and its enums; 1.2: training and
+/// evaluation, `saeplug_train_*`, `saeplug_trainer_*`, `saeplug_eval_store`, and
+/// the status CANCELLED).
+pub const SAEPLUG_ABI_VERSION_MINOR: u32 = 2;
 
 /// The library's ABI version as `(major << 16) | minor`.
 ///

@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod eval;
 #[cfg(all(test, feature = "gpu"))]
 mod gpu_tests;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use crate::sae::Sae;
 use crate::synthetic::Rng;
 use crate::weights::{SafeTensors, Tensor, write_safetensors};
 
+pub use eval::{DENSITY_BIN_WIDTH, EvalStats, evaluate};
 pub use source::{ActivationSource, MatrixSource, StoreSource, cycle_rows};
 #[cfg(test)]
 use step::forward_backward;
