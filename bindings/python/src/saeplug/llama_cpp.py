@@ -16,12 +16,14 @@ build (``LLAMA_CPP_LIB_PATH`` = that build's ``bin`` folder; see
 ``scripts/install-llama-cpp-python.sh``). :func:`attach` refuses anything else
 with :class:`AdapterMismatchError`.
 
->>> import llama_cpp, saeplug, saeplug.llama_cpp as spl         # doctest: +SKIP
->>> llm = llama_cpp.Llama("model.gguf", n_ctx=256, verbose=False)
->>> sae = saeplug.Sae.open("smollm2-l6-topk")
->>> steer = spl.attach(llm)
->>> steer.add_hook(saeplug.Hook(sae, layer=6).clamp(12, 8.0))
->>> llm.create_completion("The capital of France is", max_tokens=8, temperature=0)
+Example (tests/test_llama_cpp.py runs the same with the SmolLM2 fixtures)::
+
+    import llama_cpp, saeplug, saeplug.llama_cpp as spl
+    llm = llama_cpp.Llama("model.gguf", n_ctx=256, verbose=False)
+    sae = saeplug.Sae.open("smollm2-l6-topk")
+    steer = spl.attach(llm)
+    with steer.using([saeplug.Hook(sae, layer=6).clamp(12, 8.0)]):
+        llm.create_completion("The capital of France is", max_tokens=8, temperature=0)
 """
 
 from __future__ import annotations
