@@ -96,8 +96,18 @@ def _greedy(llm, toks: List[int], n: int) -> List[int]:
 FA = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
 
 
-@pytest.mark.parametrize("n_batch,fa", [(512, "auto"), (8, "off")])
-def test_steered_logits_are_bit_identical_to_the_cli(env, n_batch, fa):
+CASES = [
+    # n_batch, flash attention, positions, edits (CLI flag, hook method, feature, value)
+    (512, "auto", "all", [("--clamp", "clamp", 12, 25.0)]),
+    (8, "off", "all", [("--clamp", "clamp", 12, 25.0), ("--ablate", "ablate", 5, 0.0)]),
+    (8, "auto", "last", [("--add", "add", 5, 30.0), ("--scale", "scale", 12, 4.0)]),
+    # positions 0..20 span three batches of 8: each batch's pos0 must reach the adapter
+    (8, "off", "first:20", [("--clamp", "clamp", 12, 25.0)]),
+]
+
+
+@pytest.mark.parametrize("n_batch,fa,positions,edits", CASES)
+def test_steered_logits_are_bit_identical_to_the_cli(env, n_batch, fa, positions, edits):
     import llama_cpp
     import saeplug
     import saeplug.llama_cpp as spl
@@ -106,6 +116,7 @@ def test_steered_logits_are_bit_identical_to_the_cli(env, n_batch, fa):
     n_ctx = 96
     llm = _llm(n_ctx, n_batch)
     toks = llm.tokenize(PROMPT.encode(), add_bos=True, special=False)
+    assert len(toks) > n_batch or n_batch == 512  # several batches when n_batch is small
     steer = spl.attach(llm, flash_attn_type=getattr(llama_cpp, FA[fa]))
     ids = ",".join(map(str, toks))
     common = ["-t", "2", "-c", str(n_ctx), "-b", str(n_batch), "-fa", fa, "--prompt-tokens", ids, "-n", "0"]
@@ -117,20 +128,29 @@ def test_steered_logits_are_bit_identical_to_the_cli(env, n_batch, fa):
         _cli(tool, *common, "--dump-logits", f"{d}/u.bin")
         u_cli = np.fromfile(f"{d}/u.bin", dtype="<f4")
         assert np.array_equal(u_py, u_cli), f"unsteered logits differ: max {np.abs(u_py - u_cli).max()}"
-        # A feature that fires on the prompt, clamped high at every position.
-        f = sae.encode(np.zeros((1, sae.d_in), np.float32))  # shape check only
-        assert f.shape == (1, sae.d_sae)
-        feat, value = 12, 25.0
-        hook = saeplug.Hook(sae, LAYER).clamp(feat, value)
+        # The same edits through Python and through the CLI.
+        kind, _, n = positions.partition(":")
+        hook = saeplug.Hook(sae, LAYER).positions(kind, int(n or 0))
+        flags: List[str] = []
+        for flag, method, feat, value in edits:
+            if method == "ablate":
+                hook.ablate(feat)
+                flags += [flag, str(feat)]
+            else:
+                getattr(hook, method)(feat, value)
+                flags += [flag, f"{feat}:{value}"]
         with steer.using([hook]):
             llm.eval(toks)
             s_py = _logits(llm)
-        _cli(tool, *common, "--sae", str(SMOLLM2), "--layer", str(LAYER), "--clamp", f"{feat}:{value}",
+        _cli(tool, *common, "--sae", str(SMOLLM2), "--layer", str(LAYER), "--positions", positions, *flags,
              "--dump-logits", f"{d}/s.bin")  # fmt: skip
         s_cli = np.fromfile(f"{d}/s.bin", dtype="<f4")
         assert np.array_equal(s_py, s_cli), f"steered logits differ from the CLI's: max {np.abs(s_py - s_cli).max()}"
-        assert not np.array_equal(s_py, u_py), "the clamp did not change the logits"
-        assert np.abs(s_py - u_py).max() > 1e-2
+        assert np.abs(s_py - u_py).max() > 1e-2, "the edits did not change the logits"
+        # After the block the hooks are gone: unsteered again, bit for bit.
+        llm.reset()
+        llm.eval(toks)
+        assert np.array_equal(_logits(llm), u_py)
 
 
 def test_recording_while_generating_equals_the_cli(env):
