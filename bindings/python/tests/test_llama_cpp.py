@@ -210,3 +210,33 @@ def test_a_mismatched_adapter_is_refused(env):
 
     with pytest.raises(spl.AdapterMismatchError, match="same libggml-base loaded: False"):
         spl._check_same_llama(Other(real), lc._lib)
+
+
+def test_an_error_inside_the_callback_raises_and_the_model_recovers(env):
+    """A hook whose SAE does not fit the model (d_in 64 on a 576-wide residual)
+    fails inside llama_decode: the decode raises with saeplug's message, the hooks
+    are removed, and the next decode is the unsteered one."""
+    import saeplug
+    import saeplug.llama_cpp as spl
+
+    from conftest import SAELENS
+
+    _, sae = env
+    llm = _llm(64, 64)
+    toks = llm.tokenize(b"The capital of France is", add_bos=True, special=False)
+    steer = spl.attach(llm)
+    with pytest.raises(saeplug.SaeplugError, match="already attached"):
+        spl.attach(llm)
+    llm.eval(toks)
+    u = _logits(llm)
+    small = saeplug.Sae.open(SAELENS / "standard")
+    assert small.d_in != sae.d_in
+    with pytest.raises(saeplug.SaeplugError, match="inside llama_decode") as e:
+        with steer.using([saeplug.Hook(small, LAYER).clamp(1, 3.0)]):
+            llm.eval(toks)
+    assert e.value.status != saeplug.Status.OK
+    llm.reset()
+    llm.eval(toks)
+    assert np.array_equal(_logits(llm), u)
+    del steer
+    llm.close()

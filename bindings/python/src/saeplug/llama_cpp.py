@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from ._errors import SaeplugError, Status
+from ._errors import SaeplugError, Status, error_for
 from ._lib import last_error_message, library_path
 from ._sae import Context, Sae
 from ._steer import Hook, Recorder
@@ -211,7 +211,7 @@ class Steering:
             msg = last_error_message()
             self._lib.saeplug_llama_clear(self._ptr)
             self._kept.clear()
-            raise SaeplugError(st, f"saeplug inside llama_decode: {msg} (the hooks were removed)")
+            raise error_for(st, f"saeplug inside llama_decode: {msg} (the hooks were removed)")
 
     def _free(self) -> None:
         p, self._ptr = self._ptr, 0
