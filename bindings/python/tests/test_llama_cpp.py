@@ -227,6 +227,8 @@ def test_an_error_inside_the_callback_raises_and_the_model_recovers(env):
     steer = spl.attach(llm)
     with pytest.raises(saeplug.SaeplugError, match="already attached"):
         spl.attach(llm)
+    with pytest.raises(saeplug.InvalidArgumentError, match="not a block"):
+        steer.add_hook(saeplug.Hook(sae, 30).clamp(1, 1.0))  # SmolLM2-135M has blocks 0..29
     llm.eval(toks)
     u = _logits(llm)
     small = saeplug.Sae.open(SAELENS / "standard")

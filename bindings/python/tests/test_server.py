@@ -88,6 +88,8 @@ def test_bad_edits_are_refused_and_the_server_keeps_serving(server):
         _complete(client, {"edits": [{"feature": 10**6, "op": "clamp", "value": 1.0}]})
     with pytest.raises(openai.BadRequestError, match="unknown edit"):
         _complete(client, {"edits": [{"feature": 1, "op": "explode", "value": 1.0}]})
+    with pytest.raises(openai.BadRequestError, match="not a block"):
+        _complete(client, {"edits": [{"feature": 1, "op": "clamp", "value": 1.0}], "layer": 99})
     assert _complete(client) == _complete(client)
 
 

@@ -148,8 +148,16 @@ class Steering:
 
     # -- configuration ---------------------------------------------------------
 
+    def _check_layer(self, layer: int) -> None:
+        import llama_cpp
+
+        n = int(llama_cpp.llama_model_n_layer(self.llm._model.model))
+        if not 0 <= layer < n:
+            raise error_for(int(Status.INVALID_ARGUMENT), f"layer {layer} is not a block of this model (0..{n - 1})")
+
     def add_hook(self, hook: Hook) -> Hook:
         """Apply ``hook`` (on its own layer) at every decode from now on."""
+        self._check_layer(hook.layer)
         if self._lib.saeplug_llama_add_hook(self._ptr, hook._handle()) != 0:
             raise SaeplugError(Status.INVALID_ARGUMENT, "too many hooks on this model (64)")
         self._kept.append(hook)
@@ -158,6 +166,7 @@ class Steering:
     def add_recorder(self, rec: Recorder, layer: int) -> Recorder:
         """Record the features of block ``layer``'s output (after its hooks) at
         every decode: prompt and generated tokens, at their absolute positions."""
+        self._check_layer(int(layer))
         if self._lib.saeplug_llama_add_recorder(self._ptr, rec._handle(), int(layer)) != 0:
             raise SaeplugError(Status.INVALID_ARGUMENT, "too many recorders on this model (64)")
         self._kept.append(rec)

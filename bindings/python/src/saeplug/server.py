@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._errors import SaeplugError
+from ._errors import InvalidArgumentError, SaeplugError
 from ._sae import Sae
 from .llama_cpp import Steering, attach, hook_from_edits
 
@@ -193,7 +193,7 @@ def make_handler(service: SteeringService) -> type:
                 return
             try:
                 self._send(200, fn(body))
-            except BadRequest as e:
+            except (BadRequest, InvalidArgumentError) as e:
                 self._error(400, str(e), "invalid_request_error")
             except Exception as e:  # the server keeps serving
                 self._error(500, f"{type(e).__name__}: {e}", "server_error")
