@@ -19,7 +19,7 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check ./bindings/python pytest openai
 flag=""
 [ "${SAEPLUG_PROFILE:-release}" = debug ] || flag="--release"
-SAEPLUG_LLAMA_TOOL="$(bash bindings/llama.cpp/build.sh $flag | tail -n 1)"
+SAEPLUG_LLAMA_TOOL="$(bash bindings/llama.cpp/build.sh ${flag:+"$flag"} | tail -n 1)"
 LLAMA_CPP_LIB_PATH="$(bash scripts/install-llama-cpp-python.sh "$venv/bin/python" | tail -n 1)"
 export SAEPLUG_LLAMA_TOOL LLAMA_CPP_LIB_PATH
 "$venv/bin/python" -m pytest -q bindings/python/tests "$@"
