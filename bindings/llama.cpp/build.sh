@@ -38,4 +38,16 @@ bin="$llama/build/bin"
   "$target/$profile/libsaeplug_ffi.a" \
   -L"$bin" -lllama -lggml -lggml-base -lpthread -ldl -lm \
   -Wl,-rpath,"$bin" -o "$out"
+# libsaeplug_llama.so next to the tool: the adapter alone, for llama-cpp-python
+# (bindings/python's saeplug.llama_cpp). Its saeplug_* symbols stay undefined and
+# bind to the libsaeplug_ffi the Python package loads; ggml binds to this cache's
+# libggml-base (rpath), which is also what llama-cpp-python must load
+# (LLAMA_CPP_LIB_PATH=$bin). The ggml version of the headers is baked in so that
+# a mismatched libllama is refused at attach time.
+ggml_ver="$(sed -n 's/^set(GGML_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\))/\2/p' "$llama/src/ggml/CMakeLists.txt" | paste -sd.)"
+"${CC:-gcc}" -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC \
+  -DSAEPLUG_GGML_VERSION="\"${ggml_ver:-unknown}\"" \
+  -I"$root/include" -I"$llama/src/include" -I"$llama/src/ggml/include" \
+  "$src/saeplug_llama.c" -L"$bin" -lggml-base -Wl,-rpath,"$bin" \
+  -o "$(dirname "$out")/libsaeplug_llama.so"
 echo "$out"

@@ -5,6 +5,7 @@
  * saeplug-llama [generate] -m MODEL.gguf [-p PROMPT | -f FILE | --prompt-tokens ID,ID,...]
  *          [-n N_PREDICT] [-t THREADS] [-c N_CTX] [-b N_BATCH] [-ngl N_GPU_LAYERS]
  *          [--rpc HOST:PORT[,HOST:PORT...]]      llama.cpp RPC servers as devices (with -ngl)
+ *          [-fa on|off|auto]                     flash attention (default: llama.cpp's, auto)
  *          [--sae DIR --layer L [--positions all|last|first:P]
  *           [--clamp F:V] [--ablate F] [--scale F:S] [--add F:C] [--vector-feature F:C]
  *           [--replace with-error|recon] [--record OUT.json]]
@@ -83,6 +84,7 @@ int main(int argc, char **argv) {
     int n_predict = 16, threads = 2, layer = -1, capture_layer = -1;
     int n_ctx = 0, n_batch = 512, n_gpu_layers = -1; /* llama.cpp's default: every layer on a device if there is one */
     float cvec_scale = 1.0f;
+    const char *flash_attn = NULL;
     char *edits[MAX_EDITS];
     int n_edits = 0;
     for (int i = 1; i < argc; i++) {
@@ -99,6 +101,7 @@ int main(int argc, char **argv) {
         else if (ARG("-b")) n_batch = atoi(v);
         else if (ARG("-ngl")) n_gpu_layers = atoi(v);
         else if (ARG("--rpc")) rpc = v;
+        else if (ARG("-fa")) flash_attn = v;
         else if (ARG("--sae")) sae_dir = v;
         else if (ARG("--layer")) layer = atoi(v);
         else if (ARG("--positions")) positions = v;
@@ -226,6 +229,12 @@ int main(int argc, char **argv) {
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     cp.no_perf = true;
+    if (flash_attn) {
+        if (strcmp(flash_attn, "on") == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        else if (strcmp(flash_attn, "off") == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        else if (strcmp(flash_attn, "auto") == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
+        else { fprintf(stderr, "saeplug-llama: -fa takes on, off or auto\n"); return 2; }
+    }
     if (sae_dir || capture) {
         cp.cb_eval = saeplug_llama_cb_eval;
         cp.cb_eval_user_data = adapter;

@@ -145,3 +145,21 @@ bool saeplug_llama_cb_eval(struct ggml_tensor *t, bool ask, void *user_data) {
     if (changed && !host) ggml_backend_tensor_set(t, data, 0, nbytes);
     return true;
 }
+
+void saeplug_llama_clear(struct saeplug_llama *a) {
+    if (!a) return;
+    a->n_hooks = 0;
+    a->n_recs = 0;
+    a->n_fns = 0;
+    a->status = SAEPLUG_STATUS_OK;
+}
+
+#ifndef SAEPLUG_GGML_VERSION
+#define SAEPLUG_GGML_VERSION "unknown"
+#endif
+
+const char *saeplug_llama_built_ggml_version(void) { return SAEPLUG_GGML_VERSION; }
+
+const void *saeplug_llama_ggml_symbol(void) { return (const void *)ggml_get_name; }
+
+size_t saeplug_llama_ggml_tensor_size(void) { return sizeof(struct ggml_tensor); }

@@ -32,6 +32,21 @@ struct saeplug_llama *saeplug_llama_new(saeplug_ctx *ctx);
 /* Free the adapter (NULL is a no-op); hooks, recorders and the context stay the
  * caller's. Call it after the llama_context that uses the callback is freed. */
 void saeplug_llama_free(struct saeplug_llama *a);
+/* Remove every hook, recorder and row callback (not the capture file), so that one
+ * adapter, and the llama_context that calls it, can serve several configurations
+ * in turn (the Python integration's server). Not during a llama_decode. */
+void saeplug_llama_clear(struct saeplug_llama *a);
+/* The ggml version of the headers this adapter was compiled against
+ * (ggml/CMakeLists.txt's GGML_VERSION_* as passed by build.sh; "unknown" if not
+ * given). A caller that loads the adapter next to a libllama of its own (Python)
+ * compares it with the loaded ggml_version() and refuses a mismatch: the adapter
+ * reads struct ggml_tensor fields directly. */
+const char *saeplug_llama_built_ggml_version(void);
+/* The address of ggml_get_name as this adapter resolved it: equal to the one the
+ * caller's libllama resolves exactly when both use the same loaded libggml-base. */
+const void *saeplug_llama_ggml_symbol(void);
+/* sizeof(struct ggml_tensor) in the headers this adapter was compiled against. */
+size_t saeplug_llama_ggml_tensor_size(void);
 /* Apply `hook` (borrowed, configured; it names its own layer) at every decode.
  * Returns 0 on success, -1 when the table of hooks is full (64) or an argument is NULL. */
 int saeplug_llama_add_hook(struct saeplug_llama *a, const saeplug_hook *hook);
