@@ -156,6 +156,8 @@ impl LocalServer {
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["-c", &ctx.to_string()])
+            // One slot: the whole context for each (serial) request.
+            .args(["-np", "1"])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(err_file);
