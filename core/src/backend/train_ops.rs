@@ -201,3 +201,91 @@ pub(crate) fn check_sparse(codes: &SparseCodes, mat: &[f32], d: usize) -> Result
     }
     Ok(())
 }
+
+/// Check [`TrainOps::affine_t`]'s shapes; returns (rows, n).
+pub(crate) fn affine_shape(
+    x: &[f32],
+    w_t: &[f32],
+    bias: &[f32],
+    d: usize,
+    out: &[f32],
+) -> Result<(usize, usize)> {
+    let n = bias.len();
+    if d == 0 || n == 0 || !x.len().is_multiple_of(d) || w_t.len() != n * d {
+        return Err(Error::invalid("internal affine_t operand shapes disagree"));
+    }
+    let rows = x.len() / d;
+    if out.len() != rows * n {
+        return Err(Error::invalid(
+            "internal affine_t output has the wrong size",
+        ));
+    }
+    Ok((rows, n))
+}
+
+/// Check [`TrainOps::matmul`]'s shapes; returns (m, n).
+pub(crate) fn matmul_shape(a: &[f32], k: usize, b: &[f32], out: &[f32]) -> Result<(usize, usize)> {
+    if k == 0 || !a.len().is_multiple_of(k) || !b.len().is_multiple_of(k) {
+        return Err(Error::invalid("internal matmul operand shapes disagree"));
+    }
+    let (m, n) = (a.len() / k, b.len() / k);
+    if out.len() != m * n {
+        return Err(Error::invalid("internal matmul output has the wrong size"));
+    }
+    Ok((m, n))
+}
+
+/// Check [`TrainOps::gather_add`]'s operands (see [`check_sparse`]).
+pub(crate) fn gather_shape(codes: &SparseCodes, mat: &[f32], d: usize, out: &[f32]) -> Result<()> {
+    check_sparse(codes, mat, d)?;
+    if out.len() != codes.n_rows() * d {
+        return Err(Error::invalid("internal gather output has the wrong size"));
+    }
+    Ok(())
+}
+
+/// Check [`TrainOps::row_dots`]'s operands (see [`check_sparse`]).
+pub(crate) fn row_dots_shape(
+    codes: &SparseCodes,
+    mat: &[f32],
+    vecs: &[f32],
+    d: usize,
+    out: &[f32],
+) -> Result<()> {
+    check_sparse(codes, mat, d)?;
+    if vecs.len() != codes.n_rows() * d || out.len() != codes.indices.len() {
+        return Err(Error::invalid("internal row_dots operand shapes disagree"));
+    }
+    Ok(())
+}
+
+/// Check [`TrainOps::adam`]'s operands; returns the tensor length.
+pub(crate) fn adam_shape(
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    s: &AdamStep,
+) -> Result<usize> {
+    let n = p.len();
+    if g.len() != n || m.len() != n || v.len() != n || s.t == 0 {
+        return Err(Error::invalid("internal Adam operand shapes disagree"));
+    }
+    Ok(n)
+}
+
+/// Check [`TrainOps::top_k_rows`]'s shapes; returns the row count.
+pub(crate) fn top_k_shape(h: &[f32], width: usize, k: usize, out: &[u32]) -> Result<usize> {
+    if width == 0
+        || k == 0
+        || k > width
+        || width > u32::MAX as usize
+        || !h.len().is_multiple_of(width)
+        || out.len() != h.len() / width * k
+    {
+        return Err(Error::invalid(
+            "internal top_k_rows operand shapes disagree",
+        ));
+    }
+    Ok(h.len() / width)
+}

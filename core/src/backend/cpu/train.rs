@@ -6,8 +6,11 @@
 use super::gemm::{MatRef, sgemm_col_blocks, sgemm_on};
 use super::{CpuBackend, par_rows};
 use crate::backend::SparseCodes;
-use crate::backend::train_ops::{AdamStep, TrainOps, check_sparse};
-use crate::error::{Error, Result};
+use crate::backend::train_ops::{
+    AdamStep, TrainOps, adam_shape, affine_shape, gather_shape, matmul_shape, row_dots_shape,
+    top_k_shape,
+};
+use crate::error::Result;
 
 /// Elements per Adam / sum-of-squares block (fixed, so the order of the f64
 /// partial sums never depends on the thread count).
@@ -22,16 +25,7 @@ impl TrainOps for CpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let n = bias.len();
-        if d == 0 || n == 0 || !x.len().is_multiple_of(d) || w_t.len() != n * d {
-            return Err(Error::invalid("internal affine_t operand shapes disagree"));
-        }
-        let rows = x.len() / d;
-        if out.len() != rows * n {
-            return Err(Error::invalid(
-                "internal affine_t output has the wrong size",
-            ));
-        }
+        let (rows, n) = affine_shape(x, w_t, bias, d, out)?;
         let a = MatRef {
             data: x,
             rows,
@@ -65,13 +59,7 @@ impl TrainOps for CpuBackend {
         out: &mut [f32],
         accumulate: bool,
     ) -> Result<()> {
-        if k == 0 || !a.len().is_multiple_of(k) || !b.len().is_multiple_of(k) {
-            return Err(Error::invalid("internal matmul operand shapes disagree"));
-        }
-        let (m, n) = (a.len() / k, b.len() / k);
-        if out.len() != m * n {
-            return Err(Error::invalid("internal matmul output has the wrong size"));
-        }
+        let (m, n) = matmul_shape(a, k, b, out)?;
         let a = if a_t {
             MatRef {
                 data: a,
@@ -106,10 +94,7 @@ impl TrainOps for CpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        check_sparse(codes, mat, d)?;
-        if out.len() != codes.n_rows() * d {
-            return Err(Error::invalid("internal gather output has the wrong size"));
-        }
+        gather_shape(codes, mat, d, out)?;
         par_rows(self, out, d, |first, block| {
             for (j, o) in block.chunks_exact_mut(d).enumerate() {
                 let (idx, val) = codes.row(first + j);
@@ -130,11 +115,8 @@ impl TrainOps for CpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        check_sparse(codes, mat, d)?;
+        row_dots_shape(codes, mat, vecs, d, out)?;
         let rows = codes.n_rows();
-        if vecs.len() != rows * d || out.len() != codes.indices.len() {
-            return Err(Error::invalid("internal row_dots operand shapes disagree"));
-        }
         // Split the rows into one range per worker; each range owns its entries.
         let per = rows.div_ceil(self.threads().max(1)).max(1);
         let mut jobs = Vec::new();
@@ -169,10 +151,7 @@ impl TrainOps for CpuBackend {
         v: &mut [f32],
         s: &AdamStep,
     ) -> Result<()> {
-        let n = p.len();
-        if g.len() != n || m.len() != n || v.len() != n || s.t == 0 {
-            return Err(Error::invalid("internal Adam operand shapes disagree"));
-        }
+        let n = adam_shape(p, g, m, v, s)?;
         let t = i32::try_from(s.t).unwrap_or(i32::MAX);
         let bc1 = 1.0 - s.beta1.powi(t);
         let bc2 = 1.0 - s.beta2.powi(t);
@@ -203,17 +182,7 @@ impl TrainOps for CpuBackend {
     }
 
     fn top_k_rows(&self, h: &[f32], width: usize, k: usize, out: &mut [u32]) -> Result<()> {
-        if width == 0
-            || k == 0
-            || k > width
-            || width > u32::MAX as usize
-            || !h.len().is_multiple_of(width)
-            || out.len() != h.len() / width * k
-        {
-            return Err(Error::invalid(
-                "internal top_k_rows operand shapes disagree",
-            ));
-        }
+        top_k_shape(h, width, k, out)?;
         par_rows(self, out, k, |first, block| {
             let mut cand: Vec<u32> = Vec::with_capacity(4 * k.max(16));
             for (j, o) in block.chunks_exact_mut(k).enumerate() {

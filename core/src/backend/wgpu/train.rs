@@ -39,7 +39,10 @@ use saeplug_shaders as sh;
 use super::workspace::Call;
 use super::{Params, WgpuBackend, lock};
 use crate::backend::SparseCodes;
-use crate::backend::train_ops::{AdamStep, TrainOps, check_sparse};
+use crate::backend::train_ops::{
+    AdamStep, TrainOps, adam_shape, affine_shape, gather_shape, matmul_shape, row_dots_shape,
+    top_k_shape,
+};
 use crate::error::{Error, Result};
 
 /// Elements one workgroup of `train_sum_squares` reduces.
@@ -233,16 +236,7 @@ impl TrainOps for WgpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let n = bias.len();
-        if d == 0 || n == 0 || !x.len().is_multiple_of(d) || w_t.len() != n * d {
-            return Err(Error::invalid("internal affine_t operand shapes disagree"));
-        }
-        let rows = x.len() / d;
-        if out.len() != rows * n {
-            return Err(Error::invalid(
-                "internal affine_t output has the wrong size",
-            ));
-        }
+        let (rows, n) = affine_shape(x, w_t, bias, d, out)?;
         if rows == 0 {
             return Ok(());
         }
@@ -302,13 +296,7 @@ impl TrainOps for WgpuBackend {
         out: &mut [f32],
         accumulate: bool,
     ) -> Result<()> {
-        if k == 0 || !a.len().is_multiple_of(k) || !b.len().is_multiple_of(k) {
-            return Err(Error::invalid("internal matmul operand shapes disagree"));
-        }
-        let (m, n) = (a.len() / k, b.len() / k);
-        if out.len() != m * n {
-            return Err(Error::invalid("internal matmul output has the wrong size"));
-        }
+        let (m, n) = matmul_shape(a, k, b, out)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -374,11 +362,8 @@ impl TrainOps for WgpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        check_sparse(codes, mat, d)?;
+        gather_shape(codes, mat, d, out)?;
         let rows = codes.n_rows();
-        if out.len() != rows * d {
-            return Err(Error::invalid("internal gather output has the wrong size"));
-        }
         if rows == 0 || codes.indices.is_empty() {
             return Ok(());
         }
@@ -461,11 +446,8 @@ impl TrainOps for WgpuBackend {
         d: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        check_sparse(codes, mat, d)?;
+        row_dots_shape(codes, mat, vecs, d, out)?;
         let rows = codes.n_rows();
-        if vecs.len() != rows * d || out.len() != codes.indices.len() {
-            return Err(Error::invalid("internal row_dots operand shapes disagree"));
-        }
         if codes.indices.is_empty() {
             return Ok(());
         }
@@ -550,10 +532,7 @@ impl TrainOps for WgpuBackend {
         v: &mut [f32],
         s: &AdamStep,
     ) -> Result<()> {
-        let n = p.len();
-        if g.len() != n || m.len() != n || v.len() != n || s.t == 0 {
-            return Err(Error::invalid("internal Adam operand shapes disagree"));
-        }
+        let n = adam_shape(p, g, m, v, s)?;
         if n == 0 {
             return Ok(());
         }
@@ -606,18 +585,7 @@ impl TrainOps for WgpuBackend {
     }
 
     fn top_k_rows(&self, h: &[f32], width: usize, k: usize, out: &mut [u32]) -> Result<()> {
-        if width == 0
-            || k == 0
-            || k > width
-            || width > u32::MAX as usize
-            || !h.len().is_multiple_of(width)
-            || out.len() != h.len() / width * k
-        {
-            return Err(Error::invalid(
-                "internal top_k_rows operand shapes disagree",
-            ));
-        }
-        let rows = h.len() / width;
+        let rows = top_k_shape(h, width, k, out)?;
         if rows == 0 {
             return Ok(());
         }
