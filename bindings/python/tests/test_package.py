@@ -13,7 +13,7 @@ import pytest
 import saeplug
 from conftest import FIXTURES, SAELENS, fixture_io
 
-MODULES = ["saeplug", "saeplug._errors", "saeplug._sae", "saeplug._steer", "saeplug._store"]
+MODULES = ["saeplug", "saeplug._errors", "saeplug._sae", "saeplug._steer", "saeplug._store", "saeplug._train"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -18,6 +18,7 @@ the matching built-in (``ValueError``, ``TypeError``, ``FileNotFoundError``, ...
 
 from ._errors import (
     BackendError,
+    CancelledError,
     ClosedError,
     DTypeError,
     FileChangedError,
@@ -37,6 +38,7 @@ from ._lib import library_path
 from ._sae import Context, Sae, SolveResult, SparseCodes, default_context
 from ._steer import FeatureStats, Hook, Recorder, export_cvec
 from ._store import StoreWriter
+from ._train import EvalReport, Stats, Trainer, eval_store, train_store
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,12 @@ def abi_version() -> "tuple[int, int]":
 
 __all__ = [
     "BackendError",
+    "CancelledError",
+    "EvalReport",
+    "Stats",
+    "Trainer",
+    "eval_store",
+    "train_store",
     "ClosedError",
     "Context",
     "DTypeError",

@@ -32,6 +32,7 @@ class Status(enum.IntEnum):
     MISALIGNED = 4
     NON_FINITE = 5
     INVALID_UTF8 = 6
+    CANCELLED = 7
     IO = 100
     FORMAT = 101
     MISSING_TENSOR = 102
@@ -132,6 +133,11 @@ class ClosedError(SaeplugError, ValueError):
     """A handle was used after ``close()``."""
 
 
+class CancelledError(SaeplugError):
+    """A training run stopped by its progress callback (CANCELLED); its state was
+    written to ``checkpoint.safetensors`` in the output folder."""
+
+
 _BY_STATUS: Dict[Status, Type[SaeplugError]] = {
     Status.INVALID_ARGUMENT: InvalidArgumentError,
     Status.INVALID_UTF8: InvalidArgumentError,
@@ -149,6 +155,7 @@ _BY_STATUS: Dict[Status, Type[SaeplugError]] = {
     Status.FILE_CHANGED: FileChangedError,
     Status.BACKEND: BackendError,
     Status.PANIC: InternalError,
+    Status.CANCELLED: CancelledError,
 }
 
 

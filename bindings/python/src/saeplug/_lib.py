@@ -21,8 +21,8 @@ from ._errors import InvalidArgumentError, Status, error_for
 
 #: The ABI major version these bindings were written for (SAEPLUG_ABI_VERSION_MAJOR).
 ABI_MAJOR = 1
-#: The lowest ABI minor version they need (1: the activation-store writer).
-ABI_MINOR_MIN = 1
+#: The lowest ABI minor version they need (2: training and evaluation).
+ABI_MINOR_MIN = 2
 
 _LIB_NAME = "libsaeplug_ffi.so"
 
@@ -174,9 +174,112 @@ _decl(
 _decl("saeplug_store_finish", _status, _p)
 _decl("saeplug_store_free", None, _p)
 
-# Training and evaluation (issue 14: "training and evaluation when they land"):
-# declare their C functions here, next to the others, when the C ABI gains them,
-# and wrap them in a module of their own (saeplug/train.py).
+# Training and evaluation (ABI 1.2; wrapped in saeplug/_train.py).
+class TrainConfig(ctypes.Structure):
+    """``saeplug_train_config``."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("arch", c_uint32),
+        ("d_in", c_size_t),
+        ("d_sae", c_size_t),
+        ("k", c_size_t),
+        ("lr", c_float),
+        ("l1_coeff", c_float),
+        ("aux_coeff", c_float),
+        ("ghost_grads", c_uint32),
+        ("rescale_acts_by_decoder_norm", c_uint32),
+        ("bandwidth", c_float),
+        ("init_threshold", c_float),
+        ("clip_norm", c_float),
+        ("warmup_frac", c_float),
+        ("decay_frac", c_float),
+        ("batch_size", c_size_t),
+        ("total_steps", c_uint64),
+        ("dead_window", c_uint64),
+        ("seed", c_uint64),
+        ("threads", c_uint32),
+        ("matryoshka", POINTER(c_size_t)),
+        ("n_matryoshka", c_size_t),
+    ]
+
+
+class TrainStats(ctypes.Structure):
+    """``saeplug_train_stats``."""
+
+    _fields_ = [
+        ("step", c_uint64),
+        ("loss", ctypes.c_double),
+        ("mse", ctypes.c_double),
+        ("sparsity", ctypes.c_double),
+        ("aux", ctypes.c_double),
+        ("fvu", ctypes.c_double),
+        ("l0", ctypes.c_double),
+        ("dead_fraction", ctypes.c_double),
+        ("grad_norm", ctypes.c_double),
+        ("lr", c_float),
+    ]
+
+
+class TrainerInfo(ctypes.Structure):
+    """``saeplug_trainer_info``."""
+
+    _fields_ = [("config", TrainConfig), ("steps_done", c_uint64), ("scale", c_float)]
+
+
+class TrainProgress(ctypes.Structure):
+    """``saeplug_train_progress``."""
+
+    _fields_ = [
+        ("step", c_uint64),
+        ("total_steps", c_uint64),
+        ("tokens", c_uint64),
+        ("stats", TrainStats),
+    ]
+
+
+#: SAEPLUG_EVAL_HISTOGRAM_BINS
+EVAL_HISTOGRAM_BINS = 200
+
+
+class EvalResult(ctypes.Structure):
+    """``saeplug_eval_result``."""
+
+    _fields_ = [
+        ("rows", c_uint64),
+        ("l0", ctypes.c_double),
+        ("fvu", ctypes.c_double),
+        ("mse", ctypes.c_double),
+        ("dead_latents", c_size_t),
+        ("dense_latents", c_size_t),
+        ("dead_fraction", ctypes.c_double),
+        ("dense_fraction", ctypes.c_double),
+        ("histogram_lo", ctypes.c_double),
+        ("histogram_bin_width", ctypes.c_double),
+        ("histogram_bins", c_size_t),
+        ("density_histogram", c_uint64 * EVAL_HISTOGRAM_BINS),
+    ]
+
+
+#: ``saeplug_train_progress_fn``: int32 (const saeplug_train_progress *, void *).
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int32, POINTER(TrainProgress), c_void_p)
+
+_decl("saeplug_train_config_init", _status, POINTER(TrainConfig), c_uint32, c_size_t, c_size_t)
+_decl("saeplug_trainer_new", _status, POINTER(TrainConfig), _pp)
+_decl("saeplug_trainer_set_scale", _status, _p, _p, c_size_t, c_size_t)
+_decl("saeplug_trainer_step", _status, _p, _p, c_size_t, c_size_t, POINTER(TrainStats))
+_decl("saeplug_trainer_get_info", _status, _p, POINTER(TrainerInfo))
+_decl("saeplug_trainer_save", _status, _p, c_char_p)
+_decl("saeplug_trainer_save_checkpoint", _status, _p, c_char_p)
+_decl("saeplug_trainer_load_checkpoint", _status, c_char_p, c_uint32, _pp)
+_decl("saeplug_trainer_free", None, _p)
+_decl(
+    "saeplug_train_store",
+    _status,
+    c_char_p, POINTER(TrainConfig), c_uint64, c_char_p,  # store_dir, cfg, tokens, out_dir
+    c_uint64, PROGRESS_FN, c_void_p, POINTER(TrainStats),  # every, callback, user_data, final
+)  # fmt: skip
+_decl("saeplug_eval_store", _status, _p, _p, c_char_p, c_uint32, c_uint64, POINTER(EvalResult))
 
 
 def last_error_message() -> str:
