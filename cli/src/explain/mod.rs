@@ -21,7 +21,7 @@ use crate::compute::{ComputeArgs, Engine};
 use crate::progress;
 use crate::vocab::GgufVocab;
 use model::{ChatModel, Endpoint, LocalServer, find_llama_server};
-use prompt::{ScoreKind, Window, explainer_messages, parse_explanation};
+use prompt::{ScoreKind, Window, explainer_messages, fallback_explanation, parse_explanation};
 
 #[derive(Args, Debug)]
 pub(crate) struct ExplainArgs {
@@ -89,6 +89,11 @@ pub(crate) struct ExplainArgs {
     /// Random store windows drawn as candidate non-activating examples.
     #[arg(long, default_value = "400")]
     negative_pool: usize,
+    /// When the explainer's answer has no `[EXPLANATION]:` line, use its first
+    /// line (marked in the output) instead of recording an error; for small local
+    /// models that do not follow the format.
+    #[arg(long)]
+    lenient: bool,
     /// Skip scoring (explanations only).
     #[arg(long)]
     no_score: bool,
@@ -430,9 +435,19 @@ fn explain_features(
             split_examples(f, a.explain_top, a.explain_per_interval, a.score_examples)?;
         let explanation = match &a.explanation {
             Some(t) => Ok(t.clone()),
-            None => llm
-                .chat(&explainer_messages(&shown, max))
-                .and_then(|ans| parse_explanation(&ans)),
+            None => llm.chat(&explainer_messages(&shown, max)).and_then(|ans| {
+                parse_explanation(&ans).or_else(|e| {
+                    // A model that ignores the format: its first line, marked as such.
+                    match fallback_explanation(&ans) {
+                        Some(t) if a.lenient => {
+                            entry["explanation_format"] =
+                                json!("fallback: no [EXPLANATION]: line, the answer's first line");
+                            Ok(t)
+                        }
+                        _ => Err(e),
+                    }
+                })
+            }),
         };
         match explanation {
             Err(e) => entry["error"] = json!(format!("explainer: {e}")),

@@ -123,6 +123,17 @@ pub fn parse_explanation(answer: &str) -> Result<String, String> {
     Ok(rest.to_string())
 }
 
+/// For a model that does not follow the answer format (small local models
+/// rarely write the `[EXPLANATION]:` line): the answer's first non-empty line,
+/// without list markers, at most 200 characters; `None` for an empty answer.
+pub fn fallback_explanation(answer: &str) -> Option<String> {
+    let line = answer
+        .lines()
+        .map(|l| l.trim().trim_start_matches(['*', '-', '#', ' ']).trim())
+        .find(|l| !l.is_empty())?;
+    Some(line.chars().take(200).collect())
+}
+
 /// The two scorers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScoreKind {
@@ -260,6 +271,19 @@ mod tests {
         assert_eq!(parse_explanation(a).unwrap(), "digits in code");
         assert!(parse_explanation("no marker here").is_err());
         assert!(parse_explanation("[EXPLANATION]:   \n").is_err());
+    }
+
+    #[test]
+    fn fallback_takes_the_first_line() {
+        assert_eq!(
+            fallback_explanation("\n\n* Python code examples.\nMore text").as_deref(),
+            Some("Python code examples.")
+        );
+        assert_eq!(fallback_explanation(" \n "), None);
+        assert_eq!(
+            fallback_explanation(&"x".repeat(500)).map(|s| s.len()),
+            Some(200)
+        );
     }
 
     #[test]
