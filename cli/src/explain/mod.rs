@@ -89,9 +89,10 @@ pub(crate) struct ExplainArgs {
     /// Random store windows drawn as candidate non-activating examples.
     #[arg(long, default_value = "400")]
     negative_pool: usize,
-    /// When the explainer's answer has no `[EXPLANATION]:` line, use its first
-    /// line (marked in the output) instead of recording an error; for small local
-    /// models that do not follow the format.
+    /// For small local models that ignore the answer formats: an explainer answer
+    /// without an `[EXPLANATION]:` line gives its first line (marked in the
+    /// output), and with --per-prompt 1 a scorer answer without a list is read as
+    /// its first 0/1 or yes/no word.
     #[arg(long)]
     lenient: bool,
     /// Skip scoring (explanations only).
@@ -483,7 +484,7 @@ fn explain_features(
                         ("detection", ScoreKind::Detection),
                         ("fuzzing", ScoreKind::Fuzzing),
                     ] {
-                        let s = score::score(
+                        let s = score::score_with(
                             llm,
                             kind,
                             &text,
@@ -492,6 +493,7 @@ fn explain_features(
                             max,
                             a.per_prompt,
                             a.seed ^ id,
+                            a.lenient,
                         );
                         entry[key] = s.to_json();
                     }

@@ -141,6 +141,7 @@ pub fn example_text(
 /// `neg` examples are shuffled by `seed` and sent `per_prompt` at a time. A prompt
 /// whose answer fails (transport error, malformed list) is recorded in
 /// [`Score::errors`] and its examples are left out; the rest are scored.
+#[cfg(test)]
 #[allow(
     clippy::too_many_arguments,
     reason = "the scoring inputs are all distinct"
@@ -154,6 +155,48 @@ pub fn score(
     max: f32,
     per_prompt: usize,
     seed: u64,
+) -> Score {
+    score_with(
+        model,
+        kind,
+        explanation,
+        pos,
+        neg,
+        max,
+        per_prompt,
+        seed,
+        false,
+    )
+}
+
+/// The answer to a one-example prompt from a model that ignores the list format:
+/// its first word that is 0/1 or yes/no.
+pub fn lenient_single(answer: &str) -> Option<f64> {
+    answer
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find_map(|w| match w.to_ascii_lowercase().as_str() {
+            "1" | "yes" => Some(1.0),
+            "0" | "no" => Some(0.0),
+            _ => None,
+        })
+}
+
+/// `score` (the strict form the tests use), and with `lenient` a one-example prompt whose answer has no list is
+/// read by [`lenient_single`] (for small local models).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the scoring inputs are all distinct"
+)]
+pub fn score_with(
+    model: &dyn ChatModel,
+    kind: ScoreKind,
+    explanation: &str,
+    pos: &[Window],
+    neg: &[Window],
+    max: f32,
+    per_prompt: usize,
+    seed: u64,
+    lenient: bool,
 ) -> Score {
     let mut rng = Rng::new(seed);
     let mut items: Vec<(String, bool)> = Vec::with_capacity(pos.len() + neg.len());
@@ -176,10 +219,13 @@ pub fn score(
         prompts += 1;
         let texts: Vec<String> = chunk.iter().map(|(t, _)| t.clone()).collect();
         let msgs = scorer_messages(kind, explanation, &texts);
-        match model
-            .chat(&msgs)
-            .and_then(|a| parse_answers(&a, chunk.len()))
-        {
+        let answer = model.chat(&msgs).and_then(|a| {
+            parse_answers(&a, chunk.len()).or_else(|e| match lenient_single(&a) {
+                Some(v) if lenient && chunk.len() == 1 => Ok(vec![v]),
+                _ => Err(e),
+            })
+        });
+        match answer {
             Ok(p) => {
                 answers.extend(p);
                 labels.extend(chunk.iter().map(|&(_, l)| l));
@@ -326,6 +372,61 @@ mod tests {
             example_text(ScoreKind::Fuzzing, &weak, true, 5.0, &mut rng),
             "a<<b>>c"
         );
+    }
+
+    #[test]
+    fn lenient_reads_a_single_answer() {
+        assert_eq!(lenient_single("Yes, it does."), Some(1.0));
+        assert_eq!(lenient_single("The answer: 0."), Some(0.0));
+        assert_eq!(lenient_single("No."), Some(0.0));
+        assert_eq!(lenient_single("maybe"), None);
+        let (pos, neg) = data();
+        struct Says(&'static str);
+        impl ChatModel for Says {
+            fn chat(&self, _: &[Message]) -> Result<String, String> {
+                Ok(self.0.to_string())
+            }
+        }
+        let s = score_with(
+            &Says("Yes."),
+            ScoreKind::Detection,
+            "x",
+            &pos,
+            &neg,
+            5.0,
+            1,
+            1,
+            true,
+        );
+        assert_eq!(
+            (s.balanced_accuracy, s.tpr, s.errors.len()),
+            (Some(0.5), 1.0, 0)
+        );
+        // Strict, or several examples per prompt: errors.
+        let s = score_with(
+            &Says("Yes."),
+            ScoreKind::Detection,
+            "x",
+            &pos,
+            &neg,
+            5.0,
+            1,
+            1,
+            false,
+        );
+        assert_eq!(s.errors.len(), 20);
+        let s = score_with(
+            &Says("Yes."),
+            ScoreKind::Detection,
+            "x",
+            &pos,
+            &neg,
+            5.0,
+            5,
+            1,
+            true,
+        );
+        assert_eq!(s.errors.len(), 4);
     }
 
     #[test]
