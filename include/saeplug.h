@@ -1783,6 +1783,51 @@ saeplug_status saeplug_ctx_solve(saeplug_ctx *ctx,
                                  float *residuals);
 
 /**
+ * Express the steering vector `v` (`v_len == d_in`) in SAE features: signed
+ * ITO on the decoder rows (`v ≈ Σ c_i d_i`, no decoder bias, at most `k_max`
+ * features), as `saeplug decompose` does. Writes the features, strongest
+ * |coefficient| first, to `features`/`coefs` (`capacity` entries each) and
+ * their count to `*out_n`; `cosine` and `rel_error` (may be NULL) receive the
+ * cosine between `v` and its recomposition and `‖v − Σ c_i d_i‖ / ‖v‖`.
+ *
+ * Parameters: `solver` a `saeplug_solver`; `k_max` in 1..=d_sae.
+ * Returns: OK; BUFFER_TOO_SMALL (the count needed in `*out_n`, nothing else
+ * written); INVALID_ARGUMENT (unknown solver, k_max out of range, length,
+ * overlapping buffers); NON_FINITE; UNSUPPORTED (SAEs that normalise their input).
+ * Backend: the context's, as `saeplug_ctx_solve`.
+ * Thread safety: as for `saeplug_ctx_encode`. Memory: nothing retained.
+ *
+ * Example:
+ *
+ * ```c
+ * float v[64], coef[4], d[64];
+ * uint32_t feat[4];
+ * size_t n = 0;
+ * double cosine = 0.0;
+ * CHECK(saeplug_sae_decoder_row(sae, 5, d, 64));
+ * for (int j = 0; j < 64; j++) v[j] = -2.0f * d[j]; // minus twice feature 5's row
+ * CHECK(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, 64, feat, coef, 4, &n,
+ *                                &cosine, NULL));
+ * assert(n >= 1 && feat[0] == 5 && fabsf(coef[0] + 2.0f) < 1e-3f && cosine > 0.999);
+ * ```
+ *
+ * # Safety
+ * Handles must be NULL or live; buffers must hold their stated lengths.
+ */
+saeplug_status saeplug_decompose_vector(saeplug_ctx *ctx,
+                                        const saeplug_sae *sae,
+                                        uint32_t solver,
+                                        uint32_t k_max,
+                                        const float *v,
+                                        size_t v_len,
+                                        uint32_t *features,
+                                        float *coefs,
+                                        size_t capacity,
+                                        size_t *out_n,
+                                        double *cosine,
+                                        double *rel_error);
+
+/**
  * Create a new activation store in folder `dir` (created with its parents; it
  * must not already hold a `manifest.json`): rows of `d_in` floats stored as
  * `dtype` (a `saeplug_store_dtype`), `shard_rows` rows per shard (0: about 256

@@ -35,7 +35,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._lib import library_path
-from ._sae import Context, Sae, SolveResult, SparseCodes, default_context
+from ._sae import Context, Decomposition, Sae, SolveResult, SparseCodes, default_context
 from ._steer import FeatureStats, Hook, Recorder, export_cvec
 from ._store import StoreWriter
 from ._train import EvalReport, Stats, Trainer, eval_store, train_store
@@ -61,6 +61,7 @@ __all__ = [
     "train_store",
     "ClosedError",
     "Context",
+    "Decomposition",
     "DTypeError",
     "FeatureStats",
     "FileChangedError",

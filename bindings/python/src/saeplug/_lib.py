@@ -174,6 +174,13 @@ _decl(
 _decl("saeplug_store_finish", _status, _p)
 _decl("saeplug_store_free", None, _p)
 
+_decl(
+    "saeplug_decompose_vector",
+    _status,
+    _p, _p, c_uint32, c_uint32, _p, c_size_t,  # ctx, sae, solver, k_max, v, v_len
+    _p, _p, c_size_t, POINTER(c_size_t), POINTER(ctypes.c_double), POINTER(ctypes.c_double),
+)  # fmt: skip
+
 # Training and evaluation (ABI 1.2; wrapped in saeplug/_train.py).
 class TrainConfig(ctypes.Structure):
     """``saeplug_train_config``."""

@@ -221,6 +221,18 @@ class SolveResult:
 _addr = _arrays.addr
 
 
+@dataclass
+class Decomposition:
+    """A steering vector in SAE features (:meth:`Sae.decompose`): feature ids and
+    their decoder-row coefficients, strongest first; the cosine between the
+    vector and ``Σ c_i d_i`` and the relative error ``‖v − Σ c_i d_i‖ / ‖v‖``."""
+
+    features: np.ndarray
+    coefs: np.ndarray
+    cosine: float
+    rel_error: float
+
+
 class Sae:
     """A sparse autoencoder mapped from disk: a SAELens folder (``cfg.json`` +
     ``sae_weights.safetensors``), a Gemma Scope ``params.npz`` or Gemma Scope 2
@@ -599,6 +611,51 @@ class Sae:
             raise_status(st)
         m = int(nnz.value)
         return SolveResult(SparseCodes(offs, idx[:m], val[:m], self._d_sae), iters, res)
+
+    def decompose(
+        self,
+        v: Any,
+        k: int = 8,
+        solver: Union[str, int] = "omp",
+        ctx: Optional[Context] = None,
+    ) -> Decomposition:
+        """Express a steering vector ``v`` (``d_in`` floats) in SAE features:
+        signed ITO on the decoder rows, ``v ≈ Σ c_i d_i`` (no decoder bias), at
+        most ``k`` features, strongest |coefficient| first (``saeplug
+        decompose``). The coefficients are what ``Hook.add`` and
+        :func:`export_cvec` take per decoder row.
+
+        >>> import numpy as np, saeplug
+        >>> sae = saeplug.Sae.open(FIXTURES + "/saelens/standard")
+        >>> v = 1.5 * sae.decoder_row(3) - 0.5 * sae.decoder_row(40)
+        >>> d = sae.decompose(v, k=4)
+        >>> sorted(int(i) for i in d.features[:2]), round(d.cosine, 3)
+        ([3, 40], 1.0)
+        """
+        code = _choice(solver, _SOLVERS, "solver")
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= self._d_sae:
+            raise InvalidArgumentError(
+                Status.INVALID_ARGUMENT, f"k = {k!r} must be an integer in 1..={self._d_sae} (d_sae)"
+            )
+        a = _arrays.vector(v, self._d_in, "v", "d_in")
+        feats = np.empty(int(k), np.uint32)
+        coefs = np.empty(int(k), np.float32)
+        n = ctypes.c_size_t(0)
+        cos = ctypes.c_double(0.0)
+        rel = ctypes.c_double(0.0)
+        c = self._ctx(ctx)
+        p = self._handle()
+        with c._lock:
+            if not c._ptr:
+                raise c._closed()
+            st = lib.saeplug_decompose_vector(
+                c._ptr, p, code, int(k), _addr(a), a.size, _addr(feats), _addr(coefs), int(k),
+                ctypes.byref(n), ctypes.byref(cos), ctypes.byref(rel),
+            )  # fmt: skip
+        if st:
+            raise_status(st)
+        m = int(n.value)
+        return Decomposition(feats[:m], coefs[:m], float(cos.value), float(rel.value))
 
     # -- other -----------------------------------------------------------------
 
