@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
+from ._handle import LockedHandle
 from ._lib import check, encode_path, lib
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def _size(value: Any, what: str) -> int:
     return int(value)
 
 
-class Hook:
+class Hook(LockedHandle):
     """A steering hook on one layer: feature edits (add / clamp / ablate /
     scale), raw vectors, positions, and a reconstruction mode, applied in place
     to a ``[n_tokens, d_in]`` activation block by :meth:`apply` (in an engine's
@@ -60,6 +61,8 @@ class Hook:
     (True, True)
     >>> hook.close()
     """
+
+    _free = "saeplug_hook_free"
 
     def __init__(self, sae: "Sae", layer: int) -> None:
         self._ptr = 0
@@ -181,24 +184,7 @@ class Hook:
 
     def close(self) -> None:
         """Free the hook (and its reference to the SAE) now."""
-        with self._lock:
-            p, self._ptr = self._ptr, 0
-            if p:
-                lib.saeplug_hook_free(p)
-
-    def __enter__(self) -> "Hook":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if self._ptr:
-                lib.saeplug_hook_free(self._ptr)
-                self._ptr = 0
-        except Exception:
-            pass
+        self._release()
 
     def __repr__(self) -> str:
         return f"saeplug.Hook(layer={self.layer})" if self._ptr else "saeplug.Hook(closed)"
@@ -214,7 +200,7 @@ class FeatureStats:
     max: float
 
 
-class Recorder:
+class Recorder(LockedHandle):
     """Feature statistics over a run: per feature, how often it fired, its mean
     activation, and the ``top_n`` strongest (position, value) pairs.
 
@@ -227,6 +213,8 @@ class Recorder:
     >>> rec.feature(7).count == int((f[:, 7] > 0).sum())
     True
     """
+
+    _free = "saeplug_recorder_free"
 
     def __init__(self, sae: "Sae", top_n: int = 10) -> None:
         self._ptr = 0
@@ -286,24 +274,7 @@ class Recorder:
 
     def close(self) -> None:
         """Free the recorder (and its reference to the SAE) now."""
-        with self._lock:
-            p, self._ptr = self._ptr, 0
-            if p:
-                lib.saeplug_recorder_free(p)
-
-    def __enter__(self) -> "Recorder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if self._ptr:
-                lib.saeplug_recorder_free(self._ptr)
-                self._ptr = 0
-        except Exception:
-            pass
+        self._release()
 
 
 def export_cvec(path: PathLike, directions: Any, layers: Sequence[int], model_hint: str = "llama") -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
+from ._handle import LockedHandle
 from ._lib import check, encode_path, lib
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -23,7 +24,7 @@ NO_LAYER = 0xFFFFFFFF
 _addr = _arrays.addr
 
 
-class StoreWriter:
+class StoreWriter(LockedHandle):
     """Writes a new activation store in folder ``dir`` (created; it must not
     already hold one) for ``saeplug train``: rows of ``d_in`` floats kept as
     ``dtype`` (``"f32"`` or ``"f16"``), ``shard_rows`` rows per shard (0: about
@@ -42,6 +43,8 @@ class StoreWriter:
     >>> "manifest.json" in os.listdir(d)
     True
     """
+
+    _free = "saeplug_store_free"
 
     def __init__(
         self,
@@ -124,21 +127,4 @@ class StoreWriter:
     def close(self) -> None:
         """Free the writer; one closed before :meth:`finish` leaves the store
         marked incomplete (its whole shards kept)."""
-        with self._lock:
-            p, self._ptr = self._ptr, 0
-            if p:
-                lib.saeplug_store_free(p)
-
-    def __enter__(self) -> "StoreWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if self._ptr:
-                lib.saeplug_store_free(self._ptr)
-                self._ptr = 0
-        except Exception:
-            pass
+        self._release()

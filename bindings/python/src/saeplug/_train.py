@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _arrays, _fork
 from ._errors import ClosedError, InvalidArgumentError, Status
+from ._handle import LockedHandle
 from ._lib import (
     PROGRESS_FN,
     EvalResult,
@@ -96,7 +97,7 @@ def _config(arch: str, d_in: int, d_sae: int, options: Dict[str, Any]) -> Tuple[
     return cfg, keep
 
 
-class Trainer:
+class Trainer(LockedHandle):
     """An SAE being trained on the CPU, one batch at a time (``saeplug_trainer_*``).
 
     ``arch`` is ``"standard"``, ``"topk"``, ``"batchtopk"`` or ``"jumprelu"``;
@@ -115,6 +116,8 @@ class Trainer:
     >>> s.step, s.l0
     (1, 4.0)
     """
+
+    _free = "saeplug_trainer_free"
 
     def __init__(self, arch: str, d_in: int, d_sae: int, **options: Any) -> None:
         self._ptr = 0
@@ -187,24 +190,7 @@ class Trainer:
 
     def close(self) -> None:
         """Free the trainer now."""
-        with self._lock:
-            p, self._ptr = self._ptr, 0
-            if p:
-                lib.saeplug_trainer_free(p)
-
-    def __enter__(self) -> "Trainer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if self._ptr:
-                lib.saeplug_trainer_free(self._ptr)
-                self._ptr = 0
-        except Exception:
-            pass
+        self._release()
 
 
 def train_store(
