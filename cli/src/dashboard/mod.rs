@@ -273,16 +273,45 @@ fn by_feature(v: &Value, what: &str) -> Result<std::collections::HashMap<u64, Va
         .collect()
 }
 
-/// `saeplug dashboard`: build the site from a record folder and the optional
-/// logit and explanation files.
-pub fn run(a: DashboardArgs) -> Result<(), String> {
-    let index = read_json(&a.record.join("index.json"))?;
+/// A `saeplug record` folder (docs/DASHBOARD.md): its `index.json` (format
+/// checked) and every FEATURE of its chunks in order, each with the chunk file it
+/// came from. Chunk paths that leave the folder are refused.
+pub(crate) fn read_record(dir: &Path) -> Result<(Value, Vec<(String, Value)>), String> {
+    let index = read_json(&dir.join("index.json"))?;
     if index.get("format").and_then(Value::as_str) != Some("saeplug-features") {
         return Err(format!(
             "{}: not a saeplug record index (format 'saeplug-features')",
-            a.record.join("index.json").display()
+            dir.join("index.json").display()
         ));
     }
+    let chunks = field(&index, "chunks", "record index")?
+        .as_array()
+        .ok_or("record index: 'chunks' is not a list")?;
+    let mut features = Vec::new();
+    for c in chunks {
+        let name = c
+            .as_str()
+            .ok_or("record index: a chunk name is not a string")?;
+        if name.contains("..") || name.starts_with('/') {
+            return Err(format!(
+                "record index: chunk path {name:?} leaves the folder"
+            ));
+        }
+        let chunk = read_json(&dir.join(name))?;
+        for f in field(&chunk, "features", name)?
+            .as_array()
+            .ok_or_else(|| format!("{name}: 'features' is not a list"))?
+        {
+            features.push((name.to_string(), f.clone()));
+        }
+    }
+    Ok((index, features))
+}
+
+/// `saeplug dashboard`: build the site from a record folder and the optional
+/// logit and explanation files.
+pub fn run(a: DashboardArgs) -> Result<(), String> {
+    let (index, features) = read_record(&a.record)?;
     let d_sae = index
         .pointer("/sae/d_sae")
         .and_then(Value::as_u64)
@@ -309,35 +338,18 @@ pub fn run(a: DashboardArgs) -> Result<(), String> {
         Some(p) => by_feature(&read_json(p)?, &p.display().to_string())?,
         None => Default::default(),
     };
-    let chunks = field(&index, "chunks", "record index")?
-        .as_array()
-        .ok_or("record index: 'chunks' is not a list")?;
     let mut pages = Vec::new();
-    for c in chunks {
-        let name = c
-            .as_str()
-            .ok_or("record index: a chunk name is not a string")?;
-        if name.contains("..") || name.starts_with('/') {
-            return Err(format!(
-                "record index: chunk path {name:?} leaves the folder"
-            ));
+    for (name, f) in &features {
+        let id = f.get("feature").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if id >= d_sae {
+            return Err(format!("{name}: feature {id} is outside the SAE's {d_sae}"));
         }
-        let chunk = read_json(&a.record.join(name))?;
-        for f in field(&chunk, "features", name)?
-            .as_array()
-            .ok_or_else(|| format!("{name}: 'features' is not a list"))?
-        {
-            let id = f.get("feature").and_then(Value::as_u64).unwrap_or(u64::MAX);
-            if id >= d_sae {
-                return Err(format!("{name}: feature {id} is outside the SAE's {d_sae}"));
-            }
-            pages.push(feature_page(
-                f,
-                rows,
-                logit_map.get(&id),
-                expl_map.get(&id),
-            )?);
-        }
+        pages.push(feature_page(
+            f,
+            rows,
+            logit_map.get(&id),
+            expl_map.get(&id),
+        )?);
     }
     let sae = index
         .pointer("/sae/path")

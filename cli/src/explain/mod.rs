@@ -7,7 +7,7 @@ pub mod prompt;
 pub mod score;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -235,24 +235,10 @@ fn negative_pool(
     Ok(Pool { windows, firing })
 }
 
-fn read_json(p: &Path) -> Result<Value> {
-    let s = std::fs::read_to_string(p).map_err(|e| Error::Io {
-        path: p.to_path_buf(),
-        source: e,
-    })?;
-    serde_json::from_str(&s)
-        .map_err(|e| Error::InvalidArgument(format!("{}: not JSON: {e}", p.display())))
-}
-
 /// `saeplug explain`.
 pub(crate) fn run(a: ExplainArgs) -> Result<()> {
-    let index = read_json(&a.record.join("index.json"))?;
-    if index.get("format").and_then(Value::as_str) != Some("saeplug-features") {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a saeplug record folder",
-            a.record.display()
-        )));
-    }
+    let (index, recorded) =
+        crate::dashboard::read_record(&a.record).map_err(Error::InvalidArgument)?;
     let sae = Sae::open(&a.sae)?;
     let store = ActivationStore::open(&a.store)?;
     if sae.d_in() != store.d_in() {
@@ -293,31 +279,10 @@ pub(crate) fn run(a: ExplainArgs) -> Result<()> {
         })?;
     let vocab = GgufVocab::read(&model_path)?;
     // Every recorded feature, by id.
-    let mut feats: HashMap<u64, Value> = HashMap::new();
-    for c in index
-        .get("chunks")
-        .and_then(Value::as_array)
+    let feats: HashMap<u64, Value> = recorded
         .into_iter()
-        .flatten()
-    {
-        let name = c.as_str().unwrap_or("");
-        if name.contains("..") || name.starts_with('/') {
-            return Err(Error::InvalidArgument(format!(
-                "record index: chunk path {name:?} leaves the folder"
-            )));
-        }
-        let chunk = read_json(&a.record.join(name))?;
-        for f in chunk
-            .get("features")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(id) = f.get("feature").and_then(Value::as_u64) {
-                feats.insert(id, f.clone());
-            }
-        }
-    }
+        .filter_map(|(_, f)| Some((f.get("feature")?.as_u64()?, f)))
+        .collect();
     let chosen: Vec<u64> = if a.features.is_empty() {
         let mut fired: Vec<(f64, u64)> = feats
             .values()
