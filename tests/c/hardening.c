@@ -332,6 +332,52 @@ static void gpu_solve_equals_cpu(saeplug_ctx *gpu, saeplug_sae *sae) {
     saeplug_ctx_free(cpu);
 }
 
+/* saeplug_decompose_vector: NULL pointers, bad codes and bounds, NaN, overlap and a
+ * too-small capacity are errors that write no feature, coefficient or score. */
+static void decompose_refusals(saeplug_ctx *ctx, saeplug_sae *sae) {
+    float v[D], coef[8], d5[D];
+    uint32_t feat[8];
+    size_t n = 77;
+    double cosine = -9.0;
+    CHECK(saeplug_sae_decoder_row(sae, 5, d5, D) == SAEPLUG_STATUS_OK, "decoder_row: %s", last());
+    for (int j = 0; j < D; j++) v[j] = 3.0f * d5[j];
+    fill(coef, 8, SENTINEL);
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, NULL, D, feat, coef, 8, &n,
+                                              &cosine, NULL),
+                     SAEPLUG_STATUS_NULL_POINTER, "'v'", NULL), "decompose null v");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, D, feat, coef, 8, NULL,
+                                              NULL, NULL),
+                     SAEPLUG_STATUS_NULL_POINTER, "'out_n'", NULL), "decompose null out_n");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, NULL, SAEPLUG_SOLVER_OMP, 4, v, D, feat, coef, 8, &n,
+                                              NULL, NULL),
+                     SAEPLUG_STATUS_NULL_POINTER, "'sae'", NULL), "decompose null sae");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, 9, 4, v, D, feat, coef, 8, &n, NULL, NULL),
+                     SAEPLUG_STATUS_INVALID_ARGUMENT, "'solver' = 9", NULL), "decompose solver 9");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 0, v, D, feat, coef, 8, &n,
+                                              NULL, NULL),
+                     SAEPLUG_STATUS_INVALID_ARGUMENT, NULL, NULL), "decompose k 0");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, D - 1, feat, coef, 8, &n,
+                                              NULL, NULL),
+                     SAEPLUG_STATUS_INVALID_ARGUMENT, "'v'", NULL), "decompose short v");
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, D, feat, (float *)v, 8, &n,
+                                              NULL, NULL),
+                     SAEPLUG_STATUS_INVALID_ARGUMENT, "overlap", NULL), "decompose coefs over v");
+    v[7] = NAN;
+    CHECK(fails_with(saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, D, feat, coef, 8, &n,
+                                              &cosine, NULL),
+                     SAEPLUG_STATUS_NON_FINITE, NULL, NULL), "decompose NaN");
+    CHECK(n == 77 && cosine == -9.0 && all_equal(coef, 8, SENTINEL), "failed decompose wrote an output");
+    /* v = 3 d_5 plus a second direction: two features, capacity 1: only *out_n. */
+    for (int j = 0; j < D; j++) v[j] = 3.0f * d5[j] + (j == 0 ? 1.0f : 0.0f);
+    saeplug_status st = saeplug_decompose_vector(ctx, sae, SAEPLUG_SOLVER_OMP, 4, v, D, feat, coef, 1, &n,
+                                                 &cosine, NULL);
+    if (st == SAEPLUG_STATUS_BUFFER_TOO_SMALL) {
+        CHECK(n > 1 && coef[0] == SENTINEL && cosine == -9.0, "too-small decompose wrote more than out_n");
+    } else {
+        CHECK(st == SAEPLUG_STATUS_OK && n == 1, "decompose capacity 1: %s", last());
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s SAE_DIR cpu|gpu\n", argv[0]);
@@ -354,6 +400,7 @@ int main(int argc, char **argv) {
     overlapping_buffers(ctx, sae);
     outputs_untouched_on_failure(ctx, sae);
     hook_failure_keeps_x(ctx, sae);
+    decompose_refusals(ctx, sae);
     if (gpu) gpu_solve_equals_cpu(ctx, sae);
     saeplug_ctx_free(ctx);
     saeplug_sae_free(sae);
